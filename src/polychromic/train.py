@@ -1,0 +1,216 @@
+"""Stage `train`: a LoRA adapter on a domain's train split.
+
+Method `baseline` is standard LoRA: cross-entropy on the reply tokens only (prompt tokens are
+masked with -100). Methods differ only in `make_trainer`; the data, LoRA setup, logging and
+saving around it are shared, so another objective is one Trainer subclass away.
+
+Under gradient accumulation the Trainer passes the token count of the whole accumulated
+batch to the loss (`num_items_in_batch`), so the loss is the mean over all reply tokens of
+the effective batch, as with one big batch (tested).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from polychromic.config import UserError, help_text, load_section, read_params, require, run_main
+from polychromic.domains import Domain, get_domain
+from polychromic.io import atomic_path, read_jsonl
+from polychromic.modeling import PadCollator, build_messages, encode_example, load_model, load_tokenizer
+
+METHODS = ("baseline",)
+SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
+RECORD_FIELDS = {"tweet_id": str, "tweet": str, "reply": str}
+
+
+@dataclass
+class LoraSettings:
+    r: int = field(default=16, metadata={"help": "LoRA rank"})
+    alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)"})
+    dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        metadata={"help": "module names that get LoRA adapters"})
+
+
+@dataclass
+class TrainConfig:
+    seed: int = field(default=42, metadata={"help": "seed of initialisation, dropout, order"})
+    lora: dict = field(default_factory=dict, metadata={"help": "LoRA settings (see LoraSettings)"})
+    learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate"})
+    lr_schedule: str = field(default="cosine", metadata={"help": "one of " + ", ".join(SCHEDULES)})
+    warmup_steps: int = field(default=10, metadata={"help": "linear warm-up steps"})
+    max_steps: int = field(default=100, metadata={"help": "optimiser steps"})
+    batch_size: int = field(default=8, metadata={"help": "examples per forward pass"})
+    gradient_accumulation: int = field(default=1, metadata={"help": "forward passes per step"})
+    max_length: int = field(default=128, metadata={"help": "tokens per example (prompt+reply)"})
+    eval_every: int = field(default=25, metadata={"help": "steps between val-loss evaluations"})
+    eval_examples: int = field(default=64, metadata={"help": "val examples used for eval loss"})
+    early_stopping_patience: int = field(
+        default=3, metadata={"help": "stop after this many evaluations without improvement "
+                             "(0: off); the best checkpoint is restored at the end"})
+    checkpoint_every: int = field(
+        default=25, metadata={"help": "steps between checkpoints (a multiple of eval_every)"})
+    logging_every: int = field(default=5, metadata={"help": "steps between logged losses"})
+
+    def check(self, key: str) -> None:
+        require(self.learning_rate > 0, f"{key}.learning_rate", "must be > 0")
+        require(self.lr_schedule in SCHEDULES, f"{key}.lr_schedule", f"must be one of {SCHEDULES}")
+        for name in ("max_steps", "batch_size", "gradient_accumulation", "max_length",
+                     "eval_every", "eval_examples", "checkpoint_every", "logging_every"):
+            require(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
+        require(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
+        require(self.early_stopping_patience >= 0, f"{key}.early_stopping_patience", "must be >= 0")
+        require(self.checkpoint_every % self.eval_every == 0, f"{key}.checkpoint_every",
+                "must be a multiple of eval_every (the best checkpoint is chosen on eval loss)")
+        self.lora_settings = load_section(LoraSettings, {"lora": self.lora}, "lora")
+        require(self.lora_settings.r > 0, f"{key}.lora.r", "must be > 0")
+        require(0 <= self.lora_settings.dropout < 1, f"{key}.lora.dropout", "must be in [0, 1)")
+
+
+def encode_split(path: Path, domain: Domain, tokenizer, max_length: int,
+                 limit: int | None = None) -> list[dict]:
+    records = read_jsonl(path, RECORD_FIELDS)[:limit]
+    encoded = [encode_example(tokenizer, build_messages(domain, r["tweet"]), r["reply"], max_length)
+               for r in records]
+    kept = [e for e in encoded if e is not None]
+    if not kept:
+        raise UserError(f"{path}: no example fits train.max_length={max_length}")
+    return kept
+
+
+def add_lora(model, settings: LoraSettings, seed: int):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=settings.target_modules, task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:
+        raise UserError(f"params.yaml: 'train.lora.target_modules': {err}") from None
+
+
+def training_arguments(config: TrainConfig, output_dir: Path):
+    from transformers import TrainingArguments
+
+    stopping = config.early_stopping_patience > 0
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        seed=config.seed,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_schedule,
+        warmup_steps=config.warmup_steps,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        eval_strategy="steps",
+        eval_steps=config.eval_every,
+        save_strategy="steps",
+        save_steps=config.checkpoint_every,
+        save_total_limit=2,
+        load_best_model_at_end=stopping,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=config.logging_every,
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def make_trainer(method: str, model, args, train_set, eval_set, collator, callbacks):
+    """The seam between methods: each method is a Trainer (subclass) over the same inputs."""
+    from transformers import Trainer
+
+    check_method(method)
+    return Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                   data_collator=collator, callbacks=callbacks)
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise UserError(f"params.yaml: 'methods' names unknown method {method!r} "
+                        f"(known: {', '.join(METHODS)})")
+
+
+def callbacks_for(config: TrainConfig, plots_dir: str | None) -> list:
+    from transformers import EarlyStoppingCallback, TrainerCallback
+
+    from polychromic import tracking
+
+    class MlflowLog(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            tracking.log_metrics({k: v for k, v in (logs or {}).items()}, step=state.global_step)
+
+    callbacks = [MlflowLog()]
+    if config.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
+    if plots_dir is not None:
+        from dvclive import Live
+        from transformers.integrations import DVCLiveCallback
+
+        live = Live(dir=plots_dir, dvcyaml=None, save_dvc_exp=False, report=None)
+        callbacks.append(DVCLiveCallback(live=live, log_model=False))
+    return callbacks
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__ + "\nparams.yaml train:\n"
+                                     + help_text(TrainConfig) + "\ntrain.lora:\n"
+                                     + help_text(LoraSettings),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--domain", required=True)
+    parser.add_argument("--method", required=True, help=", ".join(METHODS))
+    parser.add_argument("--base", required=True, help="base model checkpoint directory")
+    parser.add_argument("--data", required=True, help="directory with train.jsonl and val.jsonl")
+    parser.add_argument("--out", required=True, help="adapter directory to write")
+    parser.add_argument("--plots", help="DVCLive directory for training curves")
+    parser.add_argument("--checkpoints", help="checkpoint directory (default: <out>.checkpoints)")
+    args = parser.parse_args(argv)
+    params = read_params()
+    config = load_section(TrainConfig, params, "train")
+    check_method(args.method)
+    domain = get_domain(args.domain)
+
+    from transformers import set_seed
+
+    from polychromic import tracking
+
+    set_seed(config.seed)
+    tokenizer = load_tokenizer(args.base)
+    train_set = encode_split(Path(args.data, "train.jsonl"), domain, tokenizer, config.max_length)
+    eval_set = encode_split(Path(args.data, "val.jsonl"), domain, tokenizer, config.max_length,
+                            limit=config.eval_examples)
+    model = add_lora(load_model(args.base), config.lora_settings, config.seed)
+    checkpoints = Path(args.checkpoints or f"{args.out}.checkpoints")
+    shutil.rmtree(checkpoints, ignore_errors=True)
+
+    with tracking.mlflow_run("train", args.domain, args.method, {"train": asdict(config)}):
+        trainer = make_trainer(args.method, model, training_arguments(config, checkpoints),
+                               train_set, eval_set, PadCollator(tokenizer.pad_token_id),
+                               callbacks_for(config, args.plots))
+        result = trainer.train()
+        final = trainer.evaluate()
+        summary = {"train_loss": result.training_loss, "eval_loss": final["eval_loss"],
+                   "steps": trainer.state.global_step,
+                   "best_checkpoint": trainer.state.best_model_checkpoint,
+                   "train_examples": len(train_set), "eval_examples": len(eval_set)}
+        tracking.log_metrics({"final/eval_loss": final["eval_loss"],
+                              "final/train_loss": result.training_loss})
+        with atomic_path(args.out) as tmp:
+            trainer.model.save_pretrained(tmp)
+            (tmp / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    print(f"{args.domain}/{args.method}: {json.dumps(summary)}")
+
+
+if __name__ == "__main__":
+    run_main(main)
