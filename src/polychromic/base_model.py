@@ -60,7 +60,8 @@ def load_source(config: BaseModelConfig):
         model = AutoModelForCausalLM.from_config(model_config, dtype=dtype)
         missing, unexpected = model.load_state_dict(quantised.state_dict(), strict=False)
         # Tied output embeddings may be absent from the state dict; nothing else may be.
-        missing = [k for k in missing if not (k == "lm_head.weight" and model_config.tie_word_embeddings)]
+        tied = model_config.tie_word_embeddings
+        missing = [k for k in missing if not (k == "lm_head.weight" and tied)]
         if missing or unexpected:
             raise RuntimeError(f"GGUF rebuild mismatch: missing {missing}, unexpected {unexpected}")
         model.tie_weights()

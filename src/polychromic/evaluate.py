@@ -85,7 +85,7 @@ def calibrate_threshold(val: list[dict], embed: Embedder, config: EvaluateConfig
     vectors = embed(replies)
     i = rng.integers(0, len(val), config.calibration_pairs)
     j = rng.integers(0, len(val), config.calibration_pairs)
-    unrelated = np.array([prompt_of[a] != prompt_of[b] for a, b in zip(i, j)])
+    unrelated = np.array([prompt_of[a] != prompt_of[b] for a, b in zip(i, j, strict=True)])
     if unrelated.sum() < 10:
         raise UserError("val split too small to calibrate the checker (need replies to "
                         "several prompts)")
@@ -122,7 +122,7 @@ def evaluate(rows: list[dict], val: list[dict], domain_name: str, config: Evalua
         closest = (sample_vectors @ reference_vectors.T).max(axis=1)
         checks = [domain.heuristic_check(row["prompt"], s) and
                   (threshold is None or float(sim) >= threshold)
-                  for s, sim in zip(row["samples"], closest)]
+                  for s, sim in zip(row["samples"], closest, strict=True)]
         scores.append(score_prompt(row, sample_vectors, reference_vectors, checks, config))
 
     def mean(key: str):
@@ -181,9 +181,8 @@ def main(argv: list[str] | None = None) -> None:
                              | {"checker.pass_rate": summary["checker"]["pass_rate"]})
     write_jsonl(args.scores, scores)
     write_json(args.metrics, summary)
-    print(f"{args.domain}/{args.system}: pass@{max(config.ks)} "
-          f"{summary['passk'][f'pass@{max(config.ks)}']:.3f}, semantic diversity "
-          f"{summary['diversity']['semantic']:.3f} -> {args.metrics}")
+    print(f"{args.domain}/{args.system}: passk {summary['passk']}, diversity "
+          f"{summary['diversity']} -> {args.metrics}")
 
 
 if __name__ == "__main__":

@@ -56,7 +56,8 @@ def few_shot_examples(train: list[dict], count: int, seed: int) -> list[tuple[st
     return [(train[i]["tweet"], train[i]["reply"]) for i in chosen]
 
 
-def sample(model, tokenizer, texts: list[str], config: GenerateConfig, seed: int) -> list[list[str]]:
+def sample(model, tokenizer, texts: list[str], config: GenerateConfig,
+           seed: int) -> list[list[str]]:
     """n samples for each prompt text, in one batched `generate` call."""
     import torch
 
@@ -117,9 +118,9 @@ def main(argv: list[str] | None = None) -> None:
             batch = prompts[start:start + config.batch_prompts]
             texts = [prompt_text(tokenizer, build_messages(domain, p["prompt"], examples))
                      for p in batch]
-            for entry, samples in zip(batch, sample(model, tokenizer, texts, config,
-                                                    config.seed + start)):
-                rows.append({**entry, "system": args.system, "samples": samples})
+            samples = sample(model, tokenizer, texts, config, config.seed + start)
+            for entry, entry_samples in zip(batch, samples, strict=True):
+                rows.append({**entry, "system": args.system, "samples": entry_samples})
             progress.update(len(batch))
     write_jsonl(args.out, rows)
     print(f"{args.domain}/{args.system}: {len(rows)} prompts x {config.n} samples -> {args.out}")

@@ -17,10 +17,19 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from transformers import TrainerCallback
+
+from polychromic import tracking
 from polychromic.config import UserError, help_text, load_section, read_params, require, run_main
 from polychromic.domains import Domain, get_domain
 from polychromic.io import atomic_path, read_jsonl
-from polychromic.modeling import PadCollator, build_messages, encode_example, load_model, load_tokenizer
+from polychromic.modeling import (
+    PadCollator,
+    build_messages,
+    encode_example,
+    load_model,
+    load_tokenizer,
+)
 
 METHODS = ("baseline",)
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
@@ -141,24 +150,42 @@ def check_method(method: str) -> None:
                         f"(known: {', '.join(METHODS)})")
 
 
+class TrainingCurves(TrainerCallback):
+    """Logs the training curves to MLflow and, when given a directory, to DVCLive (DVC plots),
+    under the same names, at the Trainer's global step."""
+
+    NAMES = {"loss": "train/loss", "eval_loss": "eval/loss",
+             "learning_rate": "train/learning_rate", "grad_norm": "train/grad_norm"}
+
+    def __init__(self, plots_dir: str | None):
+        self.live = None
+        if plots_dir is not None:
+            from dvclive import Live
+
+            self.live = Live(dir=plots_dir, dvcyaml=None, save_dvc_exp=False, report=None)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        values = {name: float(logs[key]) for key, name in self.NAMES.items()
+                  if key in (logs or {})}
+        if not values:
+            return
+        tracking.log_metrics(values, step=state.global_step)
+        if self.live is not None:
+            self.live.step = state.global_step
+            for name, value in values.items():
+                self.live.log_metric(name, value)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.live is not None:
+            self.live.end()
+
+
 def callbacks_for(config: TrainConfig, plots_dir: str | None) -> list:
-    from transformers import EarlyStoppingCallback, TrainerCallback
+    from transformers import EarlyStoppingCallback
 
-    from polychromic import tracking
-
-    class MlflowLog(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            tracking.log_metrics({k: v for k, v in (logs or {}).items()}, step=state.global_step)
-
-    callbacks = [MlflowLog()]
+    callbacks = [TrainingCurves(plots_dir)]
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
-    if plots_dir is not None:
-        from dvclive import Live
-        from transformers.integrations import DVCLiveCallback
-
-        live = Live(dir=plots_dir, dvcyaml=None, save_dvc_exp=False, report=None)
-        callbacks.append(DVCLiveCallback(live=live, log_model=False))
     return callbacks
 
 
@@ -181,8 +208,6 @@ def main(argv: list[str] | None = None) -> None:
     domain = get_domain(args.domain)
 
     from transformers import set_seed
-
-    from polychromic import tracking
 
     set_seed(config.seed)
     tokenizer = load_tokenizer(args.base)

@@ -1,0 +1,89 @@
+"""LoRA training on the tiny Llama: what changes, what must not, and the loss under
+gradient accumulation."""
+
+import torch
+from transformers import AutoTokenizer
+from transformers.training_args import OptimizerNames
+
+from polychromic.domains import get_domain
+from polychromic.modeling import IGNORE_INDEX, PadCollator, build_messages, encode_example, load_model
+from polychromic.train import TrainConfig, add_lora, make_trainer, training_arguments
+
+DOMAIN = get_domain("replies")
+PAIRS = [("hi, how are you?", "good thanks, you?"),
+         ("what did you do this weekend", "went hiking with my sister, it was great"),
+         ("lol", "haha"),
+         ("do you like pizza or pasta more? honestly i can't decide", "pizza, always"),
+         ("just got home", "welcome back! long day?"),
+         ("it's raining again", "ugh, same here")]
+
+
+def encoded(tokenizer, max_length=96):
+    return [encode_example(tokenizer, build_messages(DOMAIN, p), r, max_length) for p, r in PAIRS]
+
+
+def tiny_config(**overrides):
+    values = {"seed": 0, "learning_rate": 1e-2, "lr_schedule": "constant", "warmup_steps": 0,
+              "max_steps": 3, "batch_size": 2, "eval_every": 100, "checkpoint_every": 100,
+              "early_stopping_patience": 0, "logging_every": 1,
+              "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}}
+    config = TrainConfig(**{**values, **overrides})
+    config.check("train")
+    return config
+
+
+def test_prompt_tokens_are_masked_and_reply_ends_the_turn(tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    messages = build_messages(DOMAIN, "hi there")
+    example = encode_example(tokenizer, messages, "hello!", max_length=128)
+    n_masked = example["labels"].count(IGNORE_INDEX)
+    prompt = tokenizer.decode(example["input_ids"][:n_masked])
+    assert prompt == tokenizer.apply_chat_template(messages, tokenize=False,
+                                                   add_generation_prompt=True)
+    assert tokenizer.decode(example["labels"][n_masked:]) == "hello!" + tokenizer.eos_token
+    assert example["labels"][n_masked:] == example["input_ids"][n_masked:]
+    assert encode_example(tokenizer, messages, "hello!", max_length=n_masked) is None
+
+
+def run_training(tiny_model_dir, tmp_path, config, optim=None):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = add_lora(load_model(tiny_model_dir), config.lora_settings, config.seed)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    args = training_arguments(config, tmp_path / "checkpoints")
+    args.save_strategy = "no"
+    args.disable_tqdm = True
+    if optim is not None:
+        args.optim = optim
+    data = encoded(tokenizer)
+    trainer = make_trainer("baseline", model, args, data, data[:2],
+                           PadCollator(tokenizer.pad_token_id), callbacks=[])
+    trainer.train()
+    after = dict(model.named_parameters())
+    return before, after
+
+
+def test_every_lora_parameter_changes_and_no_base_weight_does(tiny_model_dir, tmp_path):
+    before, after = run_training(tiny_model_dir, tmp_path, tiny_config())
+    lora = [n for n in after if "lora_" in n]
+    assert lora and all(after[n].requires_grad for n in lora)
+    for name, value in after.items():
+        if "lora_" in name:
+            assert not torch.equal(before[name], value), f"{name} did not change"
+        else:
+            assert not value.requires_grad, name
+            assert torch.equal(before[name], value), f"base weight {name} changed"
+
+
+def test_gradient_accumulation_matches_one_big_batch(tiny_model_dir, tmp_path):
+    """One SGD step on 4 examples of unequal reply lengths: 1 x 4 and 2 x 2 (accumulated)
+    give the same update, i.e. the loss is the token mean over the whole effective batch."""
+    sgd = OptimizerNames.SGD
+    _, big = run_training(tiny_model_dir, tmp_path / "a",
+                          tiny_config(max_steps=1, batch_size=4), optim=sgd)
+    _, accumulated = run_training(tiny_model_dir, tmp_path / "b",
+                                  tiny_config(max_steps=1, batch_size=2, gradient_accumulation=2),
+                                  optim=sgd)
+    moved = [n for n in big if "lora_B" in n]
+    assert moved
+    for name in moved:
+        torch.testing.assert_close(big[name], accumulated[name], rtol=1e-4, atol=1e-7)
