@@ -6,7 +6,13 @@ from transformers import AutoTokenizer
 from transformers.training_args import OptimizerNames
 
 from polychromic.domains import get_domain
-from polychromic.modeling import IGNORE_INDEX, PadCollator, build_messages, encode_example, load_model
+from polychromic.modeling import (
+    IGNORE_INDEX,
+    PadCollator,
+    build_messages,
+    encode_example,
+    load_model,
+)
 from polychromic.train import TrainConfig, add_lora, make_trainer, training_arguments
 
 DOMAIN = get_domain("replies")

@@ -66,10 +66,17 @@ def load_source(config: BaseModelConfig):
             raise RuntimeError(f"GGUF rebuild mismatch: missing {missing}, unexpected {unexpected}")
         model.tie_weights()
         return model, tokenizer
+    source = config.source
+    looks_like_path = source.startswith(("/", ".", "~")) or source.count("/") != 1
+    if looks_like_path:
+        source = str(Path(source).expanduser())
+    if looks_like_path and not Path(source).is_dir():
+        raise UserError(f"params.yaml: 'base_model.source' {config.source!r}: no such model "
+                        "directory (use embedded:smollm2, a hub id like Qwen/Qwen3-8B, or a path)")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(config.source)
-        model = AutoModelForCausalLM.from_pretrained(config.source, dtype=dtype)
-    except OSError as err:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError) as err:  # hub lookups fail as either
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(
             f"params.yaml: 'base_model.source' {config.source!r} could not be loaded: {first}"

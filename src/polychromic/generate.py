@@ -40,7 +40,7 @@ class GenerateConfig:
         require(0 < self.top_p <= 1, f"{key}.top_p", "must be in (0, 1]")
 
 
-def test_prompts(records: list[dict], limit: int) -> list[dict]:
+def prompts_with_references(records: list[dict], limit: int) -> list[dict]:
     """Unique prompts in file order, each with all its human replies as references."""
     prompts: dict[str, dict] = {}
     for record in records:
@@ -56,18 +56,35 @@ def few_shot_examples(train: list[dict], count: int, seed: int) -> list[tuple[st
     return [(train[i]["tweet"], train[i]["reply"]) for i in chosen]
 
 
+def generate_shared_prefix(model, input_ids, attention_mask, n: int, **generate_kwargs):
+    """`model.generate(..., num_return_sequences=n)`, but each prompt is encoded once, not n
+    times: its KV cache is computed, then copied to its n samples. With long prompts (few-shot)
+    the repeated prefill is most of the cost. Left padding; positions as `generate` sets them."""
+    import torch
+
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        prefix = model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
+                       position_ids=positions[:, :-1], use_cache=True)
+        cache = prefix.cache
+        cache.batch_repeat_interleave(n)
+        return model.generate(input_ids=input_ids.repeat_interleave(n, dim=0),
+                              attention_mask=attention_mask.repeat_interleave(n, dim=0),
+                              cache=cache, **generate_kwargs)
+
+
 def sample(model, tokenizer, texts: list[str], config: GenerateConfig,
            seed: int) -> list[list[str]]:
-    """n samples for each prompt text, in one batched `generate` call."""
+    """n samples for each prompt text, from one batched `generate` call."""
     import torch
 
     torch.manual_seed(seed)
     encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    with torch.inference_mode():
-        output = model.generate(
-            **encoded, do_sample=True, temperature=config.temperature, top_p=config.top_p,
-            max_new_tokens=config.max_new_tokens, num_return_sequences=config.n,
-            pad_token_id=tokenizer.pad_token_id)
+    encoded = encoded.to(model.device)
+    output = generate_shared_prefix(
+        model, encoded["input_ids"], encoded["attention_mask"], config.n, do_sample=True,
+        temperature=config.temperature, top_p=config.top_p,
+        max_new_tokens=config.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
     completions = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1]:],
                                          skip_special_tokens=True)
     completions = [c.strip() for c in completions]
@@ -105,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.system == "few_shot":
         train = read_jsonl(Path(args.data, "train.jsonl"), RECORD_FIELDS)
         examples = few_shot_examples(train, config.few_shot_examples, config.seed)
-    prompts = test_prompts(read_jsonl(Path(args.data, "test.jsonl"), RECORD_FIELDS),
+    prompts = prompts_with_references(read_jsonl(Path(args.data, "test.jsonl"), RECORD_FIELDS),
                            config.max_prompts)
     tokenizer = load_tokenizer(args.base)
     tokenizer.padding_side = "left"  # generation continues from the right edge

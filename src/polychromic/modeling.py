@@ -74,12 +74,14 @@ def load_tokenizer(base_dir: str | Path):
 
 
 def load_model(base_dir: str | Path, adapter_dir: str | Path | None = None):
-    """The base model, with the LoRA adapter at `adapter_dir` applied when given."""
+    """The base model on the GPU when there is one, with the LoRA adapter at `adapter_dir`
+    applied when given."""
     from transformers import AutoModelForCausalLM
 
     if not Path(base_dir, "config.json").is_file():
         raise UserError(f"{base_dir}: no base model checkpoint (run: dvc repro base_model)")
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(base_dir).to(device)
     if adapter_dir is not None:
         from peft import PeftModel
 

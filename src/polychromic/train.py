@@ -223,12 +223,14 @@ def main(argv: list[str] | None = None) -> None:
                                train_set, eval_set, PadCollator(tokenizer.pad_token_id),
                                callbacks_for(config, args.plots))
         result = trainer.train()
-        final = trainer.evaluate()
-        summary = {"train_loss": result.training_loss, "eval_loss": final["eval_loss"],
+        # Val loss of the adapter that is saved (the best one when early stopping is on);
+        # its own prefix keeps it out of the eval/loss curve.
+        final = trainer.evaluate(metric_key_prefix="final")
+        summary = {"train_loss": result.training_loss, "eval_loss": final["final_loss"],
                    "steps": trainer.state.global_step,
                    "best_checkpoint": trainer.state.best_model_checkpoint,
                    "train_examples": len(train_set), "eval_examples": len(eval_set)}
-        tracking.log_metrics({"final/eval_loss": final["eval_loss"],
+        tracking.log_metrics({"final/eval_loss": final["final_loss"],
                               "final/train_loss": result.training_loss})
         with atomic_path(args.out) as tmp:
             trainer.model.save_pretrained(tmp)

@@ -1,0 +1,130 @@
+"""Bad input stops a stage with one line naming the file:line or params key, a non-zero exit,
+and no output written."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from polychromic.config import UserError, load_section
+from polychromic.io import atomic_path, read_jsonl
+from polychromic.train import TrainConfig
+from tests.conftest import REPO
+
+FIELDS = {"tweet_id": str, "tweet": str, "reply": str}
+GOOD = {"tweet_id": "a", "tweet": "hi", "reply": "hey"}
+
+
+def write_lines(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+@pytest.mark.parametrize("bad_line,message", [
+    ('{"tweet_id": "b", "tweet": "yo"', "malformed JSON"),
+    ('{"tweet_id": "b", "tweet": "yo"}', "missing field 'reply'"),
+    ('{"tweet_id": "b", "tweet": "yo", "reply": "   "}', "field 'reply' is empty"),
+    ('{"tweet_id": "b", "tweet": "yo", "reply": 3}', "field 'reply' has the wrong type"),
+    ('["not", "an", "object"]', "expected a JSON object"),
+])
+def test_read_jsonl_names_file_and_line(tmp_path, bad_line, message):
+    path = write_lines(tmp_path / "train.jsonl", [json.dumps(GOOD), json.dumps(GOOD), bad_line])
+    with pytest.raises(UserError, match=rf"train.jsonl:3: {message}"):
+        read_jsonl(path, FIELDS)
+
+
+def test_read_jsonl_missing_and_empty_files(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        read_jsonl(tmp_path / "absent.jsonl", FIELDS)
+    with pytest.raises(UserError, match="no records"):
+        read_jsonl(write_lines(tmp_path / "empty.jsonl", [""]), FIELDS)
+
+
+@pytest.mark.parametrize("section,message", [
+    ({"learning_rate": -1e-4}, "'train.learning_rate' must be > 0"),
+    ({"learning_rate": "fast"}, "'train.learning_rate' must be float"),
+    ({"lerning_rate": 1e-4}, "unknown key 'train.lerning_rate'"),
+    ({"checkpoint_every": 7, "eval_every": 5}, "'train.checkpoint_every' must be a multiple"),
+    ({"lora": {"r": 0}}, "'train.lora.r' must be > 0"),
+])
+def test_bad_params_name_the_key(section, message):
+    with pytest.raises(UserError, match=message):
+        load_section(TrainConfig, {"train": section}, "train")
+
+
+def test_atomic_path_keeps_the_old_output_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def run_stage(tmp_path, module, args, params):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run([sys.executable, "-m", f"polychromic.{module}", *args], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def default_params():
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def assert_one_line_error(result, expected):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert expected in lines[0]
+
+
+def test_stage_bad_param_exits_with_one_line_and_writes_nothing(tmp_path):
+    params = default_params()
+    params["data"]["val_fraction"] = 1.5
+    result = run_stage(tmp_path, "prepare", ["--domain", "replies", "--out", "out"], params)
+    assert_one_line_error(result, "'data.val_fraction' must be in (0, 1)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_domain(tmp_path):
+    result = run_stage(tmp_path, "prepare", ["--domain", "poems", "--out", "out"],
+                       default_params())
+    assert_one_line_error(result, "unknown domain 'poems'")
+
+
+def test_generate_rejects_n_below_largest_k_and_unknown_system(tmp_path):
+    params = default_params()
+    params["generate"]["n"] = 5
+    args = ["--domain", "replies", "--base", "b", "--data", "d", "--out", "g.jsonl"]
+    result = run_stage(tmp_path, "generate", [*args, "--system", "zero_shot"], params)
+    assert_one_line_error(result, "'generate.n' (5) must be >= the largest k")
+    result = run_stage(tmp_path, "generate", [*args, "--system", "ten_shot"], default_params())
+    assert_one_line_error(result, "unknown system")
+    assert not (tmp_path / "g.jsonl").exists()
+
+
+def test_base_model_unknown_path(tmp_path):
+    params = default_params()
+    params["base_model"]["source"] = str(tmp_path / "no-such-model")
+    result = run_stage(tmp_path, "base_model", ["--out", "models/base"], params)
+    assert_one_line_error(result, "'base_model.source'")
+    assert not (tmp_path / "models").exists()
+
+
+def test_evaluate_names_the_bad_generation_line(tmp_path):
+    row = {"tweet_id": "a", "prompt": "hi", "references": ["hey"], "samples": ["yo"] * 10}
+    write_lines(tmp_path / "gen.jsonl", [json.dumps(row), json.dumps({**row, "samples": []})])
+    write_lines(tmp_path / "val.jsonl", [json.dumps(GOOD)])
+    args = ["--domain", "replies", "--system", "baseline", "--generations", "gen.jsonl",
+            "--val", "val.jsonl", "--metrics", "m.json", "--scores", "s.jsonl"]
+    result = run_stage(tmp_path, "evaluate", args, default_params())
+    assert_one_line_error(result, "gen.jsonl:2: 'samples' must be a non-empty list")
+    write_lines(tmp_path / "gen.jsonl", [json.dumps({**row, "samples": ["yo"] * 3})])
+    result = run_stage(tmp_path, "evaluate", args, default_params())
+    assert_one_line_error(result, "gen.jsonl:1: 3 samples but evaluate.ks asks for k=10")
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "s.jsonl").exists()

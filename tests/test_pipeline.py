@@ -1,0 +1,105 @@
+"""End to end: `dvc repro` of a tiny configuration in a temporary copy of the repository,
+then `dvc exp run --temp`, checking the metrics files and the MLflow runs they produced."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+COPIED = ["src", "dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore",
+          ".dvc/config", ".dvc/.gitignore"]
+
+
+def sh(cwd, *cmd, timeout=600):
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com"}
+    env.pop("DVC_ROOT", None)
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    tail = f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"{' '.join(cmd)}:\n{tail}"
+    return result.stdout
+
+
+def tiny_params(model_dir):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["base_model"]["source"] = str(model_dir)
+    params["data"].update(max_prompts=80)
+    params["train"].update(max_steps=2, batch_size=2, eval_every=1, checkpoint_every=2,
+                           eval_examples=4, max_length=96, warmup_steps=0, logging_every=1)
+    params["train"]["lora"].update(r=2, alpha=4)
+    params["generate"].update(n=10, max_prompts=3, max_new_tokens=6, batch_prompts=2)
+    params["evaluate"].update(calibration_pairs=300)
+    return params
+
+
+def mlflow_runs(repo):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["polychromic-lora"], output_format="list")
+    return [(r.data.tags["stage"], r.data.tags["system"], r.data.tags["dvc_experiment"],
+             r.data.tags["git_commit"], r.data.metrics) for r in runs]
+
+
+@pytest.mark.slow
+def test_dvc_repro_tiny_configuration(tmp_path, tiny_model_dir):
+    repo = tmp_path / "repo"
+    for name in COPIED:
+        source, target = REPO / name, repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, target)
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(tiny_model_dir)))
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "tiny")
+    head = sh(repo, "git", "rev-parse", "HEAD").strip()
+
+    sh(repo, "dvc", "repro")
+
+    systems = ["zero_shot", "few_shot", "baseline"]
+    for system in systems:
+        result = json.loads((repo / f"metrics/replies/{system}.json").read_text())
+        assert result["system"] == system and result["n_prompts"] == 3
+        assert result["n_samples"] == 10
+        assert set(result["passk"]) == {"pass@1", "pass@3", "pass@5", "pass@10"}
+        ordered = [result["passk"][f"pass@{k}"] for k in (1, 3, 5, 10)]
+        assert ordered == sorted(ordered) and all(0 <= p <= 1 for p in ordered)
+        assert {"self_bleu", "distinct_1", "distinct_2", "semantic"} <= set(result["diversity"])
+        assert 0 <= result["quality"]["rouge_l"] <= 1
+        scores = (repo / f"data/scores/replies/{system}.jsonl").read_text().splitlines()
+        assert len(scores) == 3
+    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json"))
+    assert shown, "dvc metrics show found nothing"
+    assert (repo / "plots/replies/train/baseline/plots/metrics/train/loss.tsv").is_file()
+    assert (repo / "plots/replies/train/baseline/plots/metrics/eval/loss.tsv").is_file()
+
+    runs = mlflow_runs(repo)
+    assert sorted((stage, system) for stage, system, *_ in runs) == sorted(
+        [("train", "baseline")] + [("evaluate", s) for s in systems])
+    assert all(exp == "workspace" and commit == head for _, _, exp, commit, _ in runs)
+    train_metrics = next(m for stage, _, _, _, m in runs if stage == "train")
+    assert "train/loss" in train_metrics and "eval/loss" in train_metrics
+    evaluate_metrics = next(m for stage, _, _, _, m in runs if stage == "evaluate")
+    assert "passk.pass_at_10" in evaluate_metrics
+
+    # An experiment run in a temporary copy lands in the same MLflow store, and only the
+    # stages downstream of the changed parameter run again.
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "results")
+    out = sh(repo, "dvc", "exp", "run", "--temp", "-n", "lr-probe",
+             "-S", "train.learning_rate=0.01")
+    assert "Running stage 'train@replies-baseline'" in out
+    assert "Running stage 'generate_prompted" not in out
+    temp_runs = [r for r in mlflow_runs(repo) if r[2] == "lr-probe"]
+    assert sorted((stage, system) for stage, system, *_ in temp_runs) == [
+        ("evaluate", "baseline"), ("train", "baseline")]
