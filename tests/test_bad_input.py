@@ -128,3 +128,6 @@ def test_evaluate_names_the_bad_generation_line(tmp_path):
     result = run_stage(tmp_path, "evaluate", args, default_params())
     assert_one_line_error(result, "gen.jsonl:1: 3 samples but evaluate.ks asks for k=10")
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "s.jsonl").exists()
+    args[args.index("baseline")] = "ten_shot"
+    result = run_stage(tmp_path, "evaluate", args, default_params())
+    assert_one_line_error(result, "'systems' names unknown system 'ten_shot'")

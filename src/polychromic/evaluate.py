@@ -166,7 +166,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
     parser.add_argument("--scores", required=True, help="per-prompt scores JSONL to write")
     args = parser.parse_args(argv)
-    config = load_section(EvaluateConfig, read_params(), "evaluate")
+    params = read_params()
+    config = load_section(EvaluateConfig, params, "evaluate")
+    known = list(params.get("prompting") or []) + list(params.get("methods") or [])
+    require(args.system in known, "systems", f"names unknown system {args.system!r} "
+            f"(known: the 'prompting' and 'methods' lists: {', '.join(known)})")
     get_domain(args.domain)
     rows = read_jsonl(args.generations, GENERATION_FIELDS)
     check_generations(args.generations, rows, config.ks)
