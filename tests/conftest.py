@@ -24,8 +24,7 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
+def build_tiny_llama(out: Path, tokenizer_dir: Path, tie_word_embeddings: bool) -> Path:
     """A 2-layer, 32-wide random Llama checkpoint with the real tokenizer."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -33,12 +32,24 @@ def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, tie_word_embeddings=True,
+                         max_position_embeddings=512, tie_word_embeddings=tie_word_embeddings,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
-    out = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    """Tied embeddings, like SmolLM2."""
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tokenizer_dir, True)
+
+
+@pytest.fixture(scope="session")
+def untied_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    """Untied output layer: LoRA on lm_head lets this tiny model's output distribution move
+    far (with tied 32-wide embeddings no LoRA can make one token likely)."""
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama-untied"), tokenizer_dir, False)

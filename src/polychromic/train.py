@@ -1,8 +1,9 @@
 """Stage `train`: a LoRA adapter on a domain's train split.
 
 Method `baseline` is standard LoRA: cross-entropy on the reply tokens only (prompt tokens are
-masked with -100). Methods differ only in `make_trainer`; the data, LoRA setup, logging and
-saving around it are shared, so another objective is one Trainer subclass away.
+masked with -100). Method `polychromic` adds the score-function diversity term
+(`polychromic_trainer.py`, params section `polychromic`). Methods differ only in
+`make_trainer`; the data, LoRA setup, logging and saving around it are shared.
 
 Under gradient accumulation the Trainer passes the token count of the whole accumulated
 batch to the loss (`num_items_in_batch`), so the loss is the mean over all reply tokens of
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from polychromic.modeling import (
     load_tokenizer,
 )
 
-METHODS = ("baseline",)
+METHODS = ("baseline", "polychromic")
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
 RECORD_FIELDS = {"tweet_id": str, "tweet": str, "reply": str}
 
@@ -135,13 +137,38 @@ def training_arguments(config: TrainConfig, output_dir: Path):
     )
 
 
-def make_trainer(method: str, model, args, train_set, eval_set, collator, callbacks):
-    """The seam between methods: each method is a Trainer (subclass) over the same inputs."""
+def make_trainer(method: str, model, args, train_set, eval_set, collator, callbacks,
+                 **method_options):
+    """The seam between methods: each method is a Trainer (subclass) over the same inputs;
+    `method_options` go to the method's own Trainer."""
     from transformers import Trainer
 
     check_method(method)
-    return Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                   data_collator=collator, callbacks=callbacks)
+    common = {"model": model, "args": args, "train_dataset": train_set,
+              "eval_dataset": eval_set, "data_collator": collator, "callbacks": callbacks}
+    if method == "baseline":
+        return Trainer(**common)
+    from polychromic.polychromic_trainer import PolychromicTrainer
+
+    return PolychromicTrainer(**common, **method_options)
+
+
+def polychromic_options(params: dict, tokenizer, domain: Domain, val_path: Path) -> dict:
+    """The polychromic Trainer's config, embedder and eval/diversity prompts."""
+    from polychromic.embedding import Embedder
+    from polychromic.generate import prompts_with_references
+    from polychromic.modeling import prompt_text
+    from polychromic.polychromic_trainer import PolychromicConfig
+
+    config = load_section(PolychromicConfig, params, "polychromic")
+    embedder = None
+    if config.diversity_metric == "semantic" or config.objective == "set":
+        embedder = Embedder(config.embedding_model, "polychromic.embedding_model")
+    prompts = prompts_with_references(read_jsonl(val_path, RECORD_FIELDS), config.eval_prompts)
+    eval_prompts = [(p["prompt"], prompt_text(tokenizer, build_messages(domain, p["prompt"])))
+                    for p in prompts]
+    return {"polychromic": config, "tokenizer": tokenizer, "embedder": embedder,
+            "eval_prompts": eval_prompts}
 
 
 def check_method(method: str) -> None:
@@ -155,7 +182,10 @@ class TrainingCurves(TrainerCallback):
     under the same names, at the Trainer's global step."""
 
     NAMES = {"loss": "train/loss", "eval_loss": "eval/loss",
-             "learning_rate": "train/learning_rate", "grad_norm": "train/grad_norm"}
+             "learning_rate": "train/learning_rate", "grad_norm": "train/grad_norm",
+             "quality_loss": "train/quality_loss", "diversity_score": "train/diversity_score",
+             "diversity_loss": "train/diversity_loss", "combined_loss": "train/combined_loss",
+             "eval_diversity": "eval/diversity"}
 
     def __init__(self, plots_dir: str | None):
         self.live = None
@@ -175,15 +205,17 @@ class TrainingCurves(TrainerCallback):
             for name, value in values.items():
                 self.live.log_metric(name, value)
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def finish(self, summary: dict) -> None:
+        """Write DVCLive's summary (metrics.json), with `summary` added."""
         if self.live is not None:
+            self.live.summary.update(summary)
             self.live.end()
 
 
-def callbacks_for(config: TrainConfig, plots_dir: str | None) -> list:
+def callbacks_for(config: TrainConfig, curves: TrainingCurves) -> list:
     from transformers import EarlyStoppingCallback
 
-    callbacks = [TrainingCurves(plots_dir)]
+    callbacks = [curves]
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
     return callbacks
@@ -214,24 +246,41 @@ def main(argv: list[str] | None = None) -> None:
     train_set = encode_split(Path(args.data, "train.jsonl"), domain, tokenizer, config.max_length)
     eval_set = encode_split(Path(args.data, "val.jsonl"), domain, tokenizer, config.max_length,
                             limit=config.eval_examples)
+    options, logged = {}, {"train": asdict(config)}
+    if args.method == "polychromic":
+        options = polychromic_options(params, tokenizer, domain, Path(args.data, "val.jsonl"))
+        logged["polychromic"] = asdict(options["polychromic"])
     model = add_lora(load_model(args.base), config.lora_settings, config.seed)
     checkpoints = Path(args.checkpoints or f"{args.out}.checkpoints")
     shutil.rmtree(checkpoints, ignore_errors=True)
 
-    with tracking.mlflow_run("train", args.domain, args.method, {"train": asdict(config)}):
+    with tracking.mlflow_run("train", args.domain, args.method, logged):
+        curves = TrainingCurves(args.plots)
         trainer = make_trainer(args.method, model, training_arguments(config, checkpoints),
                                train_set, eval_set, PadCollator(tokenizer.pad_token_id),
-                               callbacks_for(config, args.plots))
+                               callbacks_for(config, curves), **options)
+        started = time.perf_counter()
         result = trainer.train()
+        seconds = time.perf_counter() - started
         # Val loss of the adapter that is saved (the best one when early stopping is on);
-        # its own prefix keeps it out of the eval/loss curve.
+        # its own prefix keeps it out of the eval/loss curve and away from early stopping.
+        from transformers import EarlyStoppingCallback
+
+        trainer.remove_callback(EarlyStoppingCallback)
         final = trainer.evaluate(metric_key_prefix="final")
+        flags = getattr(trainer, "flags", {})
         summary = {"train_loss": result.training_loss, "eval_loss": final["final_loss"],
-                   "steps": trainer.state.global_step,
+                   "steps": trainer.state.global_step, "train_seconds": round(seconds, 1),
                    "best_checkpoint": trainer.state.best_model_checkpoint,
-                   "train_examples": len(train_set), "eval_examples": len(eval_set)}
+                   "train_examples": len(train_set), "eval_examples": len(eval_set),
+                   "flags": flags}
         tracking.log_metrics({"final/eval_loss": final["final_loss"],
-                              "final/train_loss": result.training_loss})
+                              "final/train_loss": result.training_loss,
+                              "final/train_seconds": seconds,
+                              **{f"flags.{k}": float(v) for k, v in flags.items()}})
+        curves.finish({"final": {"eval_loss": final["final_loss"],
+                                 "train_seconds": round(seconds, 1)},
+                       "flags": {k: int(v) for k, v in flags.items()}})
         with atomic_path(args.out) as tmp:
             trainer.model.save_pretrained(tmp)
             (tmp / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")

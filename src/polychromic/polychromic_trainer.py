@@ -1,0 +1,280 @@
+"""Method `polychromic`: LoRA cross-entropy plus the score-function diversity term of
+`objective.py`, with its configuration (`params.yaml` section `polychromic`).
+
+Every `generate_every` optimiser steps, for `prompts_per_step` prompts of the batch, the
+current policy (adapter on, dropout off, no grad, KV cache, one batched `generate`) samples
+`n_generations` completions; the set is scored with the chosen diversity, each sample gets an
+advantage, and the samples' log-probabilities are recomputed with gradient. Evaluation loss
+stays cross-entropy only, so it compares with the baseline's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from transformers import Trainer
+
+from polychromic import metrics
+from polychromic.config import require
+from polychromic.generate import generate_shared_prefix
+from polychromic.modeling import IGNORE_INDEX
+from polychromic.objective import (
+    AdvantageScaler,
+    Diversity,
+    diversity_policy_loss,
+    leave_one_out_advantages,
+    set_advantages,
+)
+
+log = logging.getLogger("polychromic")
+METRICS = ("semantic", "bleu", "distinct")
+OBJECTIVES = ("diversity", "set")
+SCALINGS = ("running", "set", "none")
+
+
+@dataclass
+class PolychromicConfig:
+    diversity_weight: float = field(default=0.3, metadata={"help": "λ, weight of the diversity "
+                                                           "term (0: plain LoRA)"})
+    n_generations: int = field(default=3, metadata={"help": "N, samples per prompt per update"})
+    diversity_metric: str = field(default="semantic", metadata={"help": ", ".join(METRICS)})
+    objective: str = field(default="diversity", metadata={
+        "help": "'diversity': leave-one-out advantages of D; 'set': Hamid et al.'s "
+                "mean reward x diversity over subsets"})
+    advantage_scaling: str = field(default="running", metadata={
+        "help": "running (unbiased direction), set (GRPO-style, biased), none"})
+    set_size: int = field(default=2, metadata={"help": "subset size of the set objective"})
+    generate_every: int = field(default=1, metadata={"help": "optimiser steps between updates"})
+    prompts_per_step: int = field(default=2, metadata={"help": "batch prompts sampled from"})
+    temperature: float = field(default=1.0, metadata={"help": "training sampling temperature"})
+    top_p: float = field(default=1.0, metadata={"help": "training nucleus mass (1: exact)"})
+    max_new_tokens: int = field(default=24, metadata={"help": "tokens per training sample"})
+    distinct_n: int = field(default=2, metadata={"help": "n of the distinct metric"})
+    eval_prompts: int = field(default=8, metadata={"help": "val prompts for eval/diversity"})
+    eval_samples: int = field(default=4, metadata={"help": "samples per val prompt"})
+    eval_temperature: float = field(default=0.7, metadata={"help": "eval/diversity temperature"})
+    embedding_model: str = field(default="embedded:all-minilm-l6-v2",
+                                 metadata={"help": "sentence-transformers model (semantic, set)"})
+    collapse_below: float = field(default=0.1, metadata={"help": "warn: diversity collapse"})
+    overfit_gap: float = field(default=0.3, metadata={"help": "warn: eval - train loss gap"})
+
+    def check(self, key: str) -> None:
+        require(self.diversity_weight >= 0, f"{key}.diversity_weight", "must be >= 0")
+        require(self.n_generations >= 2, f"{key}.n_generations", "must be >= 2 (diversity "
+                "needs a set)")
+        require(self.diversity_metric in METRICS, f"{key}.diversity_metric",
+                f"must be one of {METRICS}")
+        require(self.objective in OBJECTIVES, f"{key}.objective", f"must be one of {OBJECTIVES}")
+        require(self.advantage_scaling in SCALINGS, f"{key}.advantage_scaling",
+                f"must be one of {SCALINGS}")
+        require(2 <= self.set_size <= self.n_generations, f"{key}.set_size",
+                "must be in [2, n_generations]")
+        for name in ("generate_every", "prompts_per_step", "max_new_tokens", "distinct_n",
+                     "eval_prompts", "eval_samples"):
+            require(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
+        for name in ("temperature", "eval_temperature"):
+            require(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
+        require(0 < self.top_p <= 1, f"{key}.top_p", "must be in (0, 1]")
+
+
+def set_diversity(metric: str, texts: list[str], vectors: np.ndarray | None,
+                  distinct_n: int) -> Diversity:
+    """D over subsets of `texts`. A subset with nothing to compare (one sample, no n-gram)
+    has diversity 0 here: as a training reward, not as a reported metric."""
+    def diversity(indices) -> float:
+        chosen = [texts[i] for i in indices]
+        if metric == "semantic":
+            value = metrics.semantic_diversity(vectors[list(indices)])
+        elif metric == "bleu":
+            bleu = metrics.self_bleu(chosen)
+            value = None if bleu is None else 1.0 - bleu
+        else:
+            value = metrics.distinct_n(chosen, distinct_n)
+        return 0.0 if value is None else value
+    return diversity
+
+
+class PolychromicTrainer(Trainer):
+    def __init__(self, *args, polychromic: PolychromicConfig, tokenizer, embedder=None,
+                 eval_prompts: list[tuple[str, str]] = (), **kwargs):
+        """`eval_prompts`: (prompt, its chat-formatted text) pairs for eval/diversity."""
+        super().__init__(*args, **kwargs)
+        self.polychromic = polychromic
+        self.tok = tokenizer
+        self.embedder = embedder
+        self.eval_prompts = list(eval_prompts)
+        self.scaler = AdvantageScaler(polychromic.advantage_scaling)
+        self.records: dict[str, list[float]] = defaultdict(list)
+        self.flags = {"diversity_collapse": False, "overfitting": False}
+        self.last_train_loss: float | None = None
+        self.last_eval_loss: float | None = None
+
+    # -- the objective -------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        quality = out[0] if return_outputs else out
+        config = self.polychromic
+        # The Trainer divides the loss by the accumulation steps itself unless the model's loss
+        # was already normalised over the whole accumulated batch; match it for the new term.
+        scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+        accumulation = self.current_gradient_accumulation_steps if scaled else 1
+        if not model.training:
+            return out
+        self.records["quality_loss"].append(quality.item() * accumulation)
+        if config.diversity_weight == 0 or self.state.global_step % config.generate_every:
+            self.records["combined_loss"].append(quality.item() * accumulation)
+            return out
+        term, score = self.diversity_term(model, inputs)
+        combined = quality + config.diversity_weight * term / accumulation
+        self.records["diversity_loss"].append(term.item())
+        self.records["diversity_score"].append(score)
+        self.records["combined_loss"].append(quality.item() * accumulation
+                                             + config.diversity_weight * term.item())
+        return (combined, out[1]) if return_outputs else combined
+
+    def diversity_term(self, model, inputs) -> tuple[torch.Tensor, float]:
+        config = self.polychromic
+        rows = min(config.prompts_per_step, len(inputs["input_ids"]))
+        prompt_ids, prompt_mask, references = self.batch_prompts(inputs, rows)
+        completions, keep = self.sample(model, prompt_ids, prompt_mask, config.n_generations,
+                                        config.temperature, config.top_p)
+        texts = self.tok.batch_decode(completions, skip_special_tokens=True)
+        n = config.n_generations
+        advantages, scores = [], []
+        for p in range(rows):
+            group = texts[p * n:(p + 1) * n]
+            vectors = None
+            if config.diversity_metric == "semantic" or config.objective == "set":
+                vectors = self.embedder(group + [references[p]])
+            diversity = set_diversity(config.diversity_metric, group, vectors, config.distinct_n)
+            scores.append(diversity(range(n)))
+            if config.objective == "diversity":
+                raw = leave_one_out_advantages(diversity, n)
+            else:
+                rewards = np.clip(vectors[:n] @ vectors[n], 0.0, 1.0)
+                raw = set_advantages(diversity, rewards.tolist(), config.set_size)
+            advantages.append(self.scaler(raw) if config.advantage_scaling == "set" else raw)
+        flat = np.concatenate(advantages)
+        if config.advantage_scaling != "set":
+            flat = self.scaler(flat)
+        logprobs = self.completion_logprobs(model, prompt_ids, prompt_mask, completions, keep,
+                                            config.temperature)
+        term = diversity_policy_loss(logprobs, keep.float(),
+                                     torch.tensor(flat, dtype=logprobs.dtype,
+                                                  device=logprobs.device))
+        return term, float(np.mean(scores))
+
+    # -- sampling and log-probabilities --------------------------------------------------
+    def batch_prompts(self, inputs, rows: int):
+        """Left-padded prompt tokens of the first `rows` examples, and their references."""
+        labels = inputs["labels"][:rows]
+        starts = (labels != IGNORE_INDEX).int().argmax(-1).tolist()
+        width = max(starts)
+        pad = self.tok.pad_token_id
+        ids = torch.full((rows, width), pad, dtype=torch.long, device=labels.device)
+        mask = torch.zeros((rows, width), dtype=torch.long, device=labels.device)
+        references = []
+        for r, start in enumerate(starts):
+            ids[r, width - start:] = inputs["input_ids"][r, :start]
+            mask[r, width - start:] = 1
+            reply = labels[r][labels[r] != IGNORE_INDEX]
+            references.append(self.tok.decode(reply, skip_special_tokens=True))
+        return ids, mask, references
+
+    def sample(self, model, prompt_ids, prompt_mask, n, temperature, top_p):
+        """n completions per prompt (dropout off, no grad) and the mask of their tokens up to
+        and including the end-of-turn token."""
+        was_training = model.training
+        model.eval()
+        try:
+            output = generate_shared_prefix(
+                model, prompt_ids, prompt_mask, n, do_sample=True, temperature=temperature,
+                top_p=top_p, top_k=0, max_new_tokens=self.polychromic.max_new_tokens,
+                pad_token_id=self.tok.pad_token_id)
+        finally:
+            model.train(was_training)
+        completions = output[:, prompt_ids.shape[1]:].clone()  # out of inference mode
+        is_end = (completions == self.tok.eos_token_id).int()
+        keep = (is_end.cumsum(-1) - is_end) == 0
+        return completions, keep
+
+    @staticmethod
+    def completion_logprobs(model, prompt_ids, prompt_mask, completions, keep, temperature):
+        """log π(y_t | x, y_<t) of each completion token, with gradient, under the sampling
+        temperature (the distribution the samples came from)."""
+        n = completions.shape[0] // prompt_ids.shape[0]
+        ids = torch.cat([prompt_ids.repeat_interleave(n, 0), completions], dim=1)
+        mask = torch.cat([prompt_mask.repeat_interleave(n, 0), keep.long()], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+        width = prompt_ids.shape[1]
+        logits = logits[:, width - 1:-1].float() / temperature
+        return torch.log_softmax(logits, -1).gather(-1, completions.unsqueeze(-1)).squeeze(-1)
+
+    # -- logging, evaluation, red flags --------------------------------------------------
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self.records:
+            for key, values in self.records.items():
+                logs[key] = float(np.mean(values))
+            self.records.clear()
+            self.last_train_loss = logs["quality_loss"]
+            score = logs.get("diversity_score")
+            if score is not None and score < self.polychromic.collapse_below:
+                self.flags["diversity_collapse"] = True
+                log.warning("red flag: diversity collapse (train diversity_score %.3f < %.2f)",
+                            score, self.polychromic.collapse_below)
+        if "eval_loss" in logs:
+            self.check_overfitting(logs["eval_loss"])
+        super().log(logs, *args, **kwargs)
+
+    def check_overfitting(self, eval_loss: float) -> None:
+        previous, self.last_eval_loss = self.last_eval_loss, eval_loss
+        train = self.last_train_loss
+        if previous is None or train is None:
+            return
+        if eval_loss > previous and eval_loss - train > self.polychromic.overfit_gap:
+            self.flags["overfitting"] = True
+            log.warning("red flag: overfitting (eval loss %.3f rising, %.3f above train loss)",
+                        eval_loss, eval_loss - train)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        result = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if metric_key_prefix == "eval" and self.eval_prompts:
+            diversity, table = self.sample_eval()
+            result["eval_diversity"] = diversity
+            self.log({"eval_diversity": diversity})
+            self.log_samples(table)
+        return result
+
+    def sample_eval(self) -> tuple[float, dict[str, list]]:
+        config = self.polychromic
+        self.tok.padding_side = "left"
+        encoded = self.tok([text for _, text in self.eval_prompts], return_tensors="pt",
+                           padding=True,
+                           add_special_tokens=False).to(self.model.device)
+        completions, _ = self.sample(self.model, encoded["input_ids"],
+                                     encoded["attention_mask"], config.eval_samples,
+                                     config.eval_temperature, 1.0)
+        texts = self.tok.batch_decode(completions, skip_special_tokens=True)
+        k = config.eval_samples
+        scores, table = [], defaultdict(list)
+        for p, (prompt, _) in enumerate(self.eval_prompts):
+            group = [t.strip() for t in texts[p * k:(p + 1) * k]]
+            vectors = self.embedder(group) if config.diversity_metric == "semantic" else None
+            scores.append(set_diversity(config.diversity_metric, group, vectors,
+                                        config.distinct_n)(range(k)))
+            for sample in group:
+                table["step"].append(self.state.global_step)
+                table["prompt"].append(prompt)
+                table["sample"].append(sample)
+        return float(np.mean(scores)), dict(table)
+
+    def log_samples(self, table: dict[str, list]) -> None:
+        import mlflow
+
+        if mlflow.active_run() is not None:
+            mlflow.log_table(table, artifact_file=f"samples/step_{self.state.global_step}.json")

@@ -1,0 +1,159 @@
+"""The polychromic trainer on the tiny Llama (untied, LoRA on attention and lm_head): where
+its gradient goes, λ = 0, and whether a few dozen steps with λ > 0 keep samples more diverse
+than λ = 0."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, Trainer, TrainingArguments
+
+from polychromic import metrics
+from polychromic.config import UserError, load_section
+from polychromic.domains import get_domain
+from polychromic.modeling import PadCollator, build_messages, encode_example, load_model
+from polychromic.polychromic_trainer import PolychromicConfig, PolychromicTrainer
+from polychromic.train import LoraSettings, add_lora
+
+DOMAIN = get_domain("replies")
+PROMPTS = ["hi", "how are you", "what's up", "good morning", "any plans today?", "lol",
+           "did you eat yet", "i'm bored"]
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from polychromic.embedding import Embedder
+
+    return Embedder("embedded:all-minilm-l6-v2", "polychromic.embedding_model")
+
+
+def setup(model_dir, reply="ok", **config):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    lora = LoraSettings(r=8, alpha=16, dropout=0.0,
+                        target_modules=["q_proj", "v_proj", "lm_head"])
+    model = add_lora(load_model(model_dir), lora, seed=0)
+    data = [encode_example(tokenizer, build_messages(DOMAIN, p), reply, 96) for p in PROMPTS]
+    polychromic = PolychromicConfig(**{"diversity_metric": "distinct", "distinct_n": 1,
+                                       "max_new_tokens": 6, "eval_prompts": 1, **config})
+    polychromic.check("polychromic")
+    return tokenizer, model, data, polychromic
+
+
+def arguments(tmp_path, steps=1, lr=1e-3):
+    return TrainingArguments(output_dir=str(tmp_path), max_steps=steps, learning_rate=lr,
+                             per_device_train_batch_size=4, lr_scheduler_type="constant",
+                             report_to=[], save_strategy="no", disable_tqdm=True, seed=0,
+                             logging_steps=1)
+
+
+def trainer_for(tmp_path, tokenizer, model, data, polychromic, steps=1, lr=1e-3,
+                embedder=None):
+    collator = PadCollator(tokenizer.pad_token_id)
+    return PolychromicTrainer(model=model, args=arguments(tmp_path, steps, lr),
+                              train_dataset=data, data_collator=collator,
+                              polychromic=polychromic, tokenizer=tokenizer, embedder=embedder)
+
+
+def lora_parameters(model):
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def gradients(loss, params):
+    return dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
+
+
+def test_diversity_term_has_gradient_on_every_lora_parameter(untied_model_dir, tmp_path,
+                                                             embedder):
+    tokenizer, model, data, config = setup(untied_model_dir, n_generations=3,
+                                           diversity_metric="semantic")
+    for name, p in model.named_parameters():  # a trained adapter: B = 0 would zero A's grad
+        if "lora_B" in name:
+            p.data.normal_(0, 0.05)
+    trainer = trainer_for(tmp_path, tokenizer, model, data, config, embedder=embedder)
+    batch = PadCollator(tokenizer.pad_token_id)(data[:4])
+    model.train()
+    torch.manual_seed(0)
+    term, score = trainer.diversity_term(model, batch)
+    assert 0 < score <= 1
+    params = lora_parameters(model)
+    assert params and all("lora_" in n for n in params)
+    for name, grad in gradients(term, params).items():
+        assert grad.abs().sum() > 0, f"no diversity gradient on {name}"
+
+
+def test_lambda_zero_is_the_baseline_and_lambda_adds_the_term(untied_model_dir, tmp_path,
+                                                              embedder):
+    tokenizer, model, data, config = setup(untied_model_dir, diversity_weight=0.0,
+                                           diversity_metric="semantic")
+    batch = PadCollator(tokenizer.pad_token_id)(data[:4])
+    params = lora_parameters(model)
+    model.train()
+    baseline = Trainer(model=model, args=arguments(tmp_path),
+                       data_collator=PadCollator(tokenizer.pad_token_id))
+    expected = gradients(baseline.compute_loss(model, batch), params)
+    zero = trainer_for(tmp_path, tokenizer, model, data, config)
+    for name, grad in gradients(zero.compute_loss(model, batch), params).items():
+        assert torch.equal(grad, expected[name]), name
+
+    # λ = 0.5: the gradient is the baseline's plus 0.5 × the diversity term's (same samples)
+    config.diversity_weight = 0.5
+    half = trainer_for(tmp_path, tokenizer, model, data, config, embedder=embedder)
+    torch.manual_seed(3)
+    combined = gradients(half.compute_loss(model, batch), params)
+    half.scaler.running_ms = None  # replay the same step from the same state
+    torch.manual_seed(3)
+    term, _ = half.diversity_term(model, batch)
+    term_grads = gradients(term, params)
+    for name, grad in combined.items():
+        torch.testing.assert_close(grad, expected[name] + 0.5 * term_grads[name])
+    assert any(not torch.equal(combined[n], expected[n]) for n in params)
+
+
+def test_training_changes_every_lora_weight_and_no_base_weight(untied_model_dir, tmp_path):
+    tokenizer, model, data, config = setup(untied_model_dir, diversity_weight=1.0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer_for(tmp_path, tokenizer, model, data, config, steps=3, lr=1e-2).train()
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            assert not torch.equal(before[name], p), f"{name} did not change"
+        else:
+            assert torch.equal(before[name], p), f"base weight {name} changed"
+
+
+def sampled_diversity(trainer, tokenizer, model, seed=0):
+    from polychromic.modeling import prompt_text
+
+    tokenizer.padding_side = "left"
+    prompts = [prompt_text(tokenizer, build_messages(DOMAIN, p)) for p in PROMPTS]
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    torch.manual_seed(seed)
+    completions, _ = trainer.sample(model, encoded["input_ids"], encoded["attention_mask"], 6,
+                                    1.0, 1.0)
+    texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
+    scores = [metrics.distinct_n(texts[i * 6:(i + 1) * 6], 1) for i in range(len(PROMPTS))]
+    return float(np.mean([s for s in scores if s is not None]))
+
+
+def test_diversity_weight_keeps_samples_more_diverse(untied_model_dir, tmp_path):
+    """Cross-entropy towards one fixed reply collapses the samples; the diversity term, same
+    seeds and data, keeps them measurably more diverse."""
+    results = {}
+    for weight in (0.0, 2.0):
+        tokenizer, model, data, config = setup(untied_model_dir, diversity_weight=weight,
+                                               n_generations=4, prompts_per_step=4)
+        trainer = trainer_for(tmp_path / str(weight), tokenizer, model, data, config,
+                              steps=30, lr=2e-2)
+        trainer.train()
+        results[weight] = sampled_diversity(trainer, tokenizer, model)
+    # measured here: 0.17 (every sample "ok") against 0.68
+    assert results[0.0] < 0.3, results
+    assert results[2.0] > results[0.0] + 0.3, results
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("diversity_weight", -0.1, "'polychromic.diversity_weight' must be >= 0"),
+    ("n_generations", 1, "'polychromic.n_generations' must be >= 2"),
+    ("diversity_metric", "rouge", "'polychromic.diversity_metric' must be one of"),
+])
+def test_bad_polychromic_params(key, value, message):
+    with pytest.raises(UserError, match=message):
+        load_section(PolychromicConfig, {"polychromic": {key: value}}, "polychromic")
