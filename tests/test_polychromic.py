@@ -157,3 +157,38 @@ def test_diversity_weight_keeps_samples_more_diverse(untied_model_dir, tmp_path)
 def test_bad_polychromic_params(key, value, message):
     with pytest.raises(UserError, match=message):
         load_section(PolychromicConfig, {"polychromic": {key: value}}, "polychromic")
+
+
+def test_completion_logprobs_match_one_forward_over_prompt_and_completion(untied_model_dir):
+    """Encoding the prompt once and repeating its cache gives the log-probabilities (and
+    gradients) of a plain forward over the concatenated, left-padded sequences."""
+    tokenizer, model, data, config = setup(untied_model_dir)
+    tokenizer.padding_side = "left"
+    texts = [f"prompt {'word ' * k}" for k in (1, 5)]
+    encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    torch.manual_seed(0)
+    completions = torch.randint(0, 100, (6, 4))
+    keep = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]] * 2, dtype=torch.bool)
+    model.eval()
+    fast = PolychromicTrainer.completion_logprobs(model, ids, mask, completions, keep, 0.7)
+
+    full_ids = torch.cat([ids.repeat_interleave(3, 0), completions], 1)
+    full_mask = torch.cat([mask.repeat_interleave(3, 0), keep.long()], 1)
+    logits = model(input_ids=full_ids, attention_mask=full_mask,
+                   position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0)).logits
+    plain = torch.log_softmax(logits[:, ids.shape[1] - 1:-1] / 0.7, -1).gather(
+        -1, completions.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(fast[keep], plain[keep], rtol=1e-4, atol=1e-5)
+    params = lora_parameters(model)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.05)
+    fast = PolychromicTrainer.completion_logprobs(model, ids, mask, completions, keep, 0.7)
+    logits = model(input_ids=full_ids, attention_mask=full_mask,
+                   position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0)).logits
+    plain = torch.log_softmax(logits[:, ids.shape[1] - 1:-1] / 0.7, -1).gather(
+        -1, completions.unsqueeze(-1)).squeeze(-1)
+    fast_grads = gradients(fast[keep].sum(), params)
+    for name, grad in gradients(plain[keep].sum(), params).items():
+        torch.testing.assert_close(fast_grads[name], grad, rtol=1e-3, atol=1e-5)

@@ -48,11 +48,11 @@ class PolychromicConfig:
     advantage_scaling: str = field(default="running", metadata={
         "help": "running (unbiased direction), set (GRPO-style, biased), none"})
     set_size: int = field(default=2, metadata={"help": "subset size of the set objective"})
-    generate_every: int = field(default=1, metadata={"help": "optimiser steps between updates"})
+    generate_every: int = field(default=2, metadata={"help": "optimiser steps between updates"})
     prompts_per_step: int = field(default=2, metadata={"help": "batch prompts sampled from"})
     temperature: float = field(default=1.0, metadata={"help": "training sampling temperature"})
     top_p: float = field(default=1.0, metadata={"help": "training nucleus mass (1: exact)"})
-    max_new_tokens: int = field(default=24, metadata={"help": "tokens per training sample"})
+    max_new_tokens: int = field(default=16, metadata={"help": "tokens per training sample"})
     distinct_n: int = field(default=2, metadata={"help": "n of the distinct metric"})
     eval_prompts: int = field(default=8, metadata={"help": "val prompts for eval/diversity"})
     eval_samples: int = field(default=4, metadata={"help": "samples per val prompt"})
@@ -205,14 +205,23 @@ class PolychromicTrainer(Trainer):
     @staticmethod
     def completion_logprobs(model, prompt_ids, prompt_mask, completions, keep, temperature):
         """log π(y_t | x, y_<t) of each completion token, with gradient, under the sampling
-        temperature (the distribution the samples came from)."""
+        temperature (the distribution the samples came from).
+
+        Each prompt is encoded once, with gradient, and its KV cache is repeated for its n
+        completions (repeat_interleave is differentiable), instead of encoding it n times."""
         n = completions.shape[0] // prompt_ids.shape[0]
-        ids = torch.cat([prompt_ids.repeat_interleave(n, 0), completions], dim=1)
+        prompt_positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        prompt = model(input_ids=prompt_ids, attention_mask=prompt_mask,
+                       position_ids=prompt_positions, use_cache=True, logits_to_keep=1)
+        cache = prompt.cache
+        cache.batch_repeat_interleave(n)
         mask = torch.cat([prompt_mask.repeat_interleave(n, 0), keep.long()], dim=1)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
-        width = prompt_ids.shape[1]
-        logits = logits[:, width - 1:-1].float() / temperature
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prompt_ids.shape[1]:]
+        rest = model(input_ids=completions, attention_mask=mask, position_ids=positions,
+                     cache=cache).logits
+        # the prompt's last logits predict the first completion token
+        logits = torch.cat([prompt.logits.repeat_interleave(n, 0), rest[:, :-1]], dim=1)
+        logits = logits.float() / temperature
         return torch.log_softmax(logits, -1).gather(-1, completions.unsqueeze(-1)).squeeze(-1)
 
     # -- logging, evaluation, red flags --------------------------------------------------

@@ -1,0 +1,163 @@
+"""Benchmark (not a test): the cost of the polychromic term on the default model and data.
+
+1. Training wall time at equal steps: baseline LoRA vs polychromic (params.yaml's `train` and
+   `polychromic` sections, evaluation and checkpoints off), seconds per step.
+2. One polychromic diversity update (sampling, scoring, log-probabilities, backward) vs one
+   step of TRL's GRPOTrainer doing the same sampling work (the same prompts per step x N
+   samples x max new tokens, the same LoRA, a semantic-diversity reward), medians.
+
+    PYTHONPATH=src python -m polychromic.bench --base models/base \
+        --data data/processed/replies --steps 8 [--trl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback, set_seed
+
+from polychromic.config import load_section, read_params, run_main
+from polychromic.domains import get_domain
+from polychromic.modeling import PadCollator, build_messages, load_model, load_tokenizer
+from polychromic.train import (
+    TrainConfig,
+    add_lora,
+    encode_split,
+    make_trainer,
+    polychromic_options,
+    training_arguments,
+)
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self):
+        self.seconds: list[float] = []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seconds.append(time.perf_counter() - self.started)
+
+
+def steady(seconds: list[float]) -> float:
+    """Median seconds per step, the first (warm-up) step left out."""
+    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
+
+
+def time_training(method, config, params, tokenizer, train_set, base, domain, val_path, steps):
+    set_seed(config.seed)
+    model = add_lora(load_model(base), config.lora_settings, config.seed)
+    with tempfile.TemporaryDirectory() as out:
+        args = training_arguments(config, Path(out))
+        args.max_steps, args.eval_strategy, args.save_strategy = steps, "no", "no"
+        args.load_best_model_at_end, args.disable_tqdm = False, True
+        options = polychromic_options(params, tokenizer, domain, val_path) \
+            if method == "polychromic" else {}
+        timer = StepTimer()
+        trainer = make_trainer(method, model, args, train_set, None,
+                               PadCollator(tokenizer.pad_token_id), [timer], **options)
+        trainer.train()
+    return steady(timer.seconds), trainer, model
+
+
+def time_diversity_updates(trainer, model, train_set, tokenizer, repeats: int) -> float:
+    collator = PadCollator(tokenizer.pad_token_id)
+    model.train()
+    seconds = []
+    for i in range(repeats + 1):
+        batch = collator(train_set[i * 8:(i + 1) * 8])
+        started = time.perf_counter()
+        term, _ = trainer.diversity_term(model, batch)
+        term.backward()
+        seconds.append(time.perf_counter() - started)
+        model.zero_grad()
+    return steady(seconds)
+
+
+def time_grpo(base, tokenizer, config, polychromic, records, domain, embedder, steps):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import GRPOConfig, GRPOTrainer
+
+    n = polychromic.n_generations
+
+    def semantic_diversity_reward(prompts, completions, **kwargs):
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        vectors = embedder(texts)
+        rewards = []
+        for start in range(0, len(texts), n):  # TRL puts a prompt's N samples side by side
+            group = vectors[start:start + n]
+            distance = 1.0 - group @ group.T
+            rewards += (distance.sum(1) / (len(group) - 1)).tolist()
+        return rewards
+
+    lora = config.lora_settings
+    prompts = [build_messages(domain, r["tweet"]) for r in records[:64]]
+    timer = StepTimer()
+    with tempfile.TemporaryDirectory() as out:
+        args = GRPOConfig(
+            output_dir=out, max_steps=steps, learning_rate=config.learning_rate,
+            per_device_train_batch_size=polychromic.prompts_per_step * n, num_generations=n,
+            max_completion_length=polychromic.max_new_tokens, temperature=polychromic.temperature,
+            report_to=[], logging_steps=1000, save_strategy="no", disable_tqdm=True,
+            seed=config.seed, beta=0.0, bf16=False, use_cpu=not torch.cuda.is_available())
+        trainer = GRPOTrainer(
+            model=load_model(base), reward_funcs=semantic_diversity_reward, args=args,
+            train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tokenizer,
+            peft_config=LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                   target_modules=lora.target_modules, task_type="CAUSAL_LM"),
+            callbacks=[timer])
+        trainer.train()
+    return steady(timer.seconds)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", default="models/base")
+    parser.add_argument("--data", default="data/processed/replies")
+    parser.add_argument("--domain", default="replies")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--trl", action="store_true", help="also time TRL's GRPOTrainer")
+    args = parser.parse_args(argv)
+    params = read_params()
+    config = load_section(TrainConfig, params, "train")
+    domain = get_domain(args.domain)
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(args.base)
+    train_set = encode_split(Path(args.data, "train.jsonl"), domain, tokenizer, config.max_length)
+    val_path = Path(args.data, "val.jsonl")
+
+    common = (config, params, tokenizer, train_set, args.base, domain, val_path, args.steps)
+    baseline, _, _ = time_training("baseline", *common)
+    polychromic, trainer, model = time_training("polychromic", *common)
+    update = time_diversity_updates(trainer, model, train_set, tokenizer, repeats=5)
+    result = {"device": "cuda" if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}",
+              "steps": args.steps,
+              "baseline_seconds_per_step": round(baseline, 2),
+              "polychromic_seconds_per_step": round(polychromic, 2),
+              "polychromic_over_baseline": round(polychromic / baseline, 2),
+              "diversity_update_seconds": round(update, 2),
+              "polychromic": {k: getattr(trainer.polychromic, k) for k in (
+                  "n_generations", "prompts_per_step", "generate_every", "max_new_tokens",
+                  "diversity_metric")}}
+    if args.trl:
+        from polychromic.io import read_jsonl
+
+        records = read_jsonl(Path(args.data, "train.jsonl"), {"tweet": str})
+        grpo = time_grpo(args.base, tokenizer, config, trainer.polychromic, records, domain,
+                         trainer.embedder, min(args.steps, 6))
+        result["trl_grpo_seconds_per_step"] = round(grpo, 2)
+        result["diversity_update_over_grpo_step"] = round(update / grpo, 2)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    run_main(main)
