@@ -35,6 +35,8 @@ def tiny_params(model_dir):
                            eval_examples=4, max_length=96, warmup_steps=0, logging_every=1)
     params["train"]["lora"].update(r=2, alpha=4)
     params["generate"].update(n=10, max_prompts=3, max_new_tokens=6, batch_prompts=2)
+    params["polychromic"].update(max_new_tokens=4, eval_prompts=2, eval_samples=2,
+                                 generate_every=1)
     params["evaluate"].update(calibration_pairs=300)
     return params
 
@@ -66,7 +68,7 @@ def test_dvc_repro_tiny_configuration(tmp_path, tiny_model_dir):
 
     sh(repo, "dvc", "repro")
 
-    systems = ["zero_shot", "few_shot", "baseline"]
+    systems = ["zero_shot", "few_shot", "baseline", "polychromic"]
     for system in systems:
         result = json.loads((repo / f"metrics/replies/{system}.json").read_text())
         assert result["system"] == system and result["n_prompts"] == 3
@@ -80,26 +82,36 @@ def test_dvc_repro_tiny_configuration(tmp_path, tiny_model_dir):
         assert len(scores) == 3
     shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json"))
     assert shown, "dvc metrics show found nothing"
-    assert (repo / "plots/replies/train/baseline/plots/metrics/train/loss.tsv").is_file()
-    assert (repo / "plots/replies/train/baseline/plots/metrics/eval/loss.tsv").is_file()
+    curves = repo / "plots/replies/train"
+    for name in ("train/loss", "eval/loss"):
+        assert (curves / f"baseline/plots/metrics/{name}.tsv").is_file()
+    for name in ("train/quality_loss", "train/diversity_score", "train/diversity_loss",
+                 "train/combined_loss", "train/learning_rate", "eval/loss", "eval/diversity"):
+        assert (curves / f"polychromic/plots/metrics/{name}.tsv").is_file(), name
+    summary = json.loads((curves / "polychromic/metrics.json").read_text())
+    assert set(summary["flags"]) == {"diversity_collapse", "overfitting"}
 
     runs = mlflow_runs(repo)
     assert sorted((stage, system) for stage, system, *_ in runs) == sorted(
-        [("train", "baseline")] + [("evaluate", s) for s in systems])
+        [("train", "baseline"), ("train", "polychromic")] + [("evaluate", s) for s in systems])
     assert all(exp == "workspace" and commit == head for _, _, exp, commit, _ in runs)
-    train_metrics = next(m for stage, _, _, _, m in runs if stage == "train")
-    assert "train/loss" in train_metrics and "eval/loss" in train_metrics
+    train_metrics = next(m for stage, system, _, _, m in runs
+                         if (stage, system) == ("train", "polychromic"))
+    for name in ("train/loss", "eval/loss", "train/diversity_score", "eval/diversity",
+                 "flags.diversity_collapse"):
+        assert name in train_metrics, name
     evaluate_metrics = next(m for stage, _, _, _, m in runs if stage == "evaluate")
     assert "passk.pass_at_10" in evaluate_metrics
 
-    # An experiment run in a temporary copy lands in the same MLflow store, and only the
-    # stages downstream of the changed parameter run again.
+    # A λ change in a temporary copy reruns only the polychromic stages (the baseline stays
+    # cached), and its runs land in the same MLflow store.
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "results")
-    out = sh(repo, "dvc", "exp", "run", "--temp", "-n", "lr-probe",
-             "-S", "train.learning_rate=0.01")
-    assert "Running stage 'train@replies-baseline'" in out
+    out = sh(repo, "dvc", "exp", "run", "--temp", "-n", "lambda-probe",
+             "-S", "polychromic.diversity_weight=0.5")
+    assert "Running stage 'train@replies-polychromic'" in out
+    assert "Running stage 'train@replies-baseline'" not in out
     assert "Running stage 'generate_prompted" not in out
-    temp_runs = [r for r in mlflow_runs(repo) if r[2] == "lr-probe"]
+    temp_runs = [r for r in mlflow_runs(repo) if r[2] == "lambda-probe"]
     assert sorted((stage, system) for stage, system, *_ in temp_runs) == [
-        ("evaluate", "baseline"), ("train", "baseline")]
+        ("evaluate", "polychromic"), ("train", "polychromic")]
