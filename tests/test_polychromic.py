@@ -33,7 +33,8 @@ def setup(model_dir, reply="ok", **config):
     model = add_lora(load_model(model_dir), lora, seed=0)
     data = [encode_example(tokenizer, build_messages(DOMAIN, p), reply, 96) for p in PROMPTS]
     polychromic = PolychromicConfig(**{"diversity_metric": "distinct", "distinct_n": 1,
-                                       "max_new_tokens": 6, "eval_prompts": 1, **config})
+                                       "max_new_tokens": 6, "eval_prompts": 1,
+                                       "generate_every": 1, **config})
     polychromic.check("polychromic")
     return tokenizer, model, data, polychromic
 
