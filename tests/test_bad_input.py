@@ -100,7 +100,7 @@ def test_unknown_domain(tmp_path):
 def test_generate_rejects_n_below_largest_k_and_unknown_system(tmp_path):
     params = default_params()
     params["generate"]["n"] = 5
-    args = ["--domain", "replies", "--base", "b", "--data", "d", "--out", "g.jsonl"]
+    args = ["--domain", "replies", "--seed", "1", "--base", "b", "--data", "d", "--out", "g.jsonl"]
     result = run_stage(tmp_path, "generate", [*args, "--system", "zero_shot"], params)
     assert_one_line_error(result, "'generate.n' (5) must be >= the largest k")
     result = run_stage(tmp_path, "generate", [*args, "--system", "ten_shot"], default_params())
@@ -117,16 +117,21 @@ def test_base_model_unknown_path(tmp_path):
 
 
 def test_evaluate_names_the_bad_generation_line(tmp_path):
-    row = {"tweet_id": "a", "prompt": "hi", "references": ["hey"], "samples": ["yo"] * 10}
+    row = {"tweet_id": "a", "prompt": "hi", "references": ["hey"], "samples": ["yo"] * 10,
+           "reference_nll": [3.0], "reference_tokens": [2]}
     write_lines(tmp_path / "gen.jsonl", [json.dumps(row), json.dumps({**row, "samples": []})])
     write_lines(tmp_path / "val.jsonl", [json.dumps(GOOD)])
-    args = ["--domain", "replies", "--system", "baseline", "--generations", "gen.jsonl",
+    args = ["--domain", "replies", "--system", "baseline", "--seed", "1",
+            "--generations", "gen.jsonl",
             "--val", "val.jsonl", "--metrics", "m.json", "--scores", "s.jsonl"]
     result = run_stage(tmp_path, "evaluate", args, default_params())
     assert_one_line_error(result, "gen.jsonl:2: 'samples' must be a non-empty list")
     write_lines(tmp_path / "gen.jsonl", [json.dumps({**row, "samples": ["yo"] * 3})])
     result = run_stage(tmp_path, "evaluate", args, default_params())
     assert_one_line_error(result, "gen.jsonl:1: 3 samples but evaluate.ks asks for k=10")
+    write_lines(tmp_path / "gen.jsonl", [json.dumps({**row, "reference_tokens": [2, 3]})])
+    result = run_stage(tmp_path, "evaluate", args, default_params())
+    assert_one_line_error(result, "gen.jsonl:1: 'reference_nll' and 'reference_tokens' must")
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "s.jsonl").exists()
     args[args.index("baseline")] = "ten_shot"
     result = run_stage(tmp_path, "evaluate", args, default_params())

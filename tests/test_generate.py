@@ -68,3 +68,23 @@ def test_test_prompts_groups_references_in_file_order():
         {"tweet_id": "b", "prompt": "B", "references": ["b1", "b2"]},
         {"tweet_id": "a", "prompt": "A", "references": ["a1"]}]
     assert len(prompts_with_references(records, 1)) == 1
+
+
+def test_reference_nll_matches_the_models_own_loss(tiny_model_dir):
+    """Summed NLL / tokens of each reference (batched, right-padded together with a longer
+    one) equals the model's own cross-entropy on that reference alone with the prompt masked,
+    so exp of it is the reference's perplexity."""
+    from polychromic.generate import reference_nll
+    from polychromic.modeling import encode_example
+
+    tokenizer, model, _ = setup(tiny_model_dir)
+    messages = build_messages(DOMAIN, PROMPTS[1])
+    references = ["sounds fun!", "not much, just a quiet weekend at home with a good book"]
+    nll, tokens = reference_nll(model, tokenizer, messages, references)
+    for reference, total, count in zip(references, nll, tokens, strict=True):
+        example = encode_example(tokenizer, messages, reference, max_length=1000)
+        assert count == sum(label != -100 for label in example["labels"])
+        with torch.inference_mode():
+            loss = model(input_ids=torch.tensor([example["input_ids"]]),
+                         labels=torch.tensor([example["labels"]])).loss
+        assert abs(total / count - loss.item()) < 1e-4

@@ -88,13 +88,61 @@ def test_semantic_diversity_closed_forms():
     assert metrics.semantic_diversity(np.array([[1.0, 2.0]])) is None
 
 
-def test_rouge_l_hand_value_and_best_reference():
-    # LCS "the cat on the mat" = 5 of 6 tokens each way
-    assert metrics.rouge_l("the cat sat on the mat", ["the cat is on the mat"]) == \
-        pytest.approx(5 / 6)
-    assert metrics.rouge_l("the cat sat on the mat", ["dog", "the cat is on the mat"]) == \
-        pytest.approx(5 / 6)
-    assert metrics.rouge_l("", ["anything"]) == 0.0
+def test_rouge_hand_values_and_best_reference():
+    scores = metrics.rouge("the cat sat on the mat", ["the cat is on the mat"])
+    # unigrams: 5 of 6 shared each way; bigrams: "the cat", "on the", "the mat" = 3 of 5;
+    # LCS "the cat on the mat" = 5 of 6
+    assert scores == pytest.approx({"rouge_1": 5 / 6, "rouge_2": 3 / 5, "rouge_l": 5 / 6})
+    # each score is the best over the references, chosen per score
+    best = metrics.rouge("the cat sat", ["the cat", "cat sat on"])
+    assert best["rouge_1"] == pytest.approx(0.8)  # 2/3 and 2/2 -> F1 0.8 (both refs)
+    assert best["rouge_2"] == pytest.approx(2 * (1 / 2) * 1 / (1 / 2 + 1))  # "the cat"
+    assert metrics.rouge("", ["anything"])["rouge_l"] == 0.0
+
+
+def test_distinct_3_hand_value():
+    # "a b c d" and "a b c e": trigrams abc, bcd, abc, bce -> 3 distinct of 4
+    assert metrics.distinct_n(["a b c d", "a b c e"], 3) == pytest.approx(3 / 4)
+    assert metrics.distinct_n(["a b", "c"], 3) is None
+
+
+def test_log_perplexity_pools_tokens_over_references():
+    assert metrics.log_perplexity([2.0, 4.0], [1, 3]) == pytest.approx(6 / 4)
+    assert metrics.log_perplexity([], []) is None
+
+
+def test_bertscore_matches_greedy_matching_by_hand():
+    """BERTScore F1 recomputed from the encoder's layer-L token embeddings: greedy cosine
+    matching without [CLS]/[SEP], P and R the mean best match, F1 their harmonic mean; the
+    best of two references is taken, and a text against itself scores 1."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from polychromic.embedding import model_directory
+
+    directory = model_directory("embedded:all-minilm-l6-v2", "test")
+    candidate, references = "the weather is lovely today", ["what a nice day", "I hate rain"]
+    scores = metrics.bertscore_f1([candidate, "hello"], [references, ["hello"]], directory, 6)
+    assert scores[1] == pytest.approx(1.0, abs=1e-5)
+
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModel.from_pretrained(directory).eval()
+
+    def tokens(text):
+        encoded = tokenizer(text, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = model(**encoded, output_hidden_states=True).hidden_states[6][0]
+        hidden = hidden[1:-1]  # drop [CLS] and [SEP]
+        return hidden / hidden.norm(dim=1, keepdim=True)
+
+    def f1(cand, ref):
+        similarity = tokens(cand) @ tokens(ref).T
+        precision = similarity.max(dim=1).values.mean()
+        recall = similarity.max(dim=0).values.mean()
+        return float(2 * precision * recall / (precision + recall))
+
+    expected = max(f1(candidate, r) for r in references)
+    assert scores[0] == pytest.approx(expected, abs=1e-4)
 
 
 def test_mean_defined_counts_undefined():

@@ -1,11 +1,13 @@
 """End to end: `dvc repro` of a tiny configuration in a temporary copy of the repository,
 then `dvc exp run --temp`, checking the metrics files and the MLflow runs they produced."""
 
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 import yaml
 
@@ -13,6 +15,17 @@ from tests.conftest import REPO
 
 COPIED = ["src", "dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore",
           ".dvc/config", ".dvc/.gitignore"]
+
+
+def test_train_stage_tracks_every_train_key_but_seeds():
+    """Listing keys (not the whole section) lets a new seed leave the other seeds cached; a
+    key missing here would let a changed setting reuse a stale adapter."""
+    from polychromic.train import TrainConfig
+
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]
+    tracked = {p for p in stage["params"] if p.startswith("train.")}
+    assert tracked == {f"train.{f.name}" for f in dataclasses.fields(TrainConfig)} - {
+        "train.seeds"}
 
 
 def sh(cwd, *cmd, timeout=600):
@@ -70,30 +83,48 @@ def test_dvc_repro_tiny_configuration(tmp_path, tiny_model_dir):
 
     systems = ["zero_shot", "few_shot", "baseline", "polychromic"]
     for system in systems:
-        result = json.loads((repo / f"metrics/replies/{system}.json").read_text())
+        result = json.loads((repo / f"metrics/replies/{system}/seed42.json").read_text())
         assert result["system"] == system and result["n_prompts"] == 3
-        assert result["n_samples"] == 10
+        assert result["seed"] == 42 and result["n_samples"] == 10
         assert set(result["passk"]) == {"pass@1", "pass@3", "pass@5", "pass@10"}
         ordered = [result["passk"][f"pass@{k}"] for k in (1, 3, 5, 10)]
         assert ordered == sorted(ordered) and all(0 <= p <= 1 for p in ordered)
-        assert {"self_bleu", "distinct_1", "distinct_2", "semantic"} <= set(result["diversity"])
-        assert 0 <= result["quality"]["rouge_l"] <= 1
-        scores = (repo / f"data/scores/replies/{system}.jsonl").read_text().splitlines()
+        assert {"self_bleu", "distinct_1", "distinct_2", "distinct_3", "semantic"} <= set(
+            result["diversity"])
+        for name in ("rouge_1", "rouge_2", "rouge_l", "bertscore_f1"):
+            assert 0 <= result["quality"][name] <= 1, name
+        assert result["quality"]["log_perplexity"] > 0
+        assert result["quality"]["perplexity"] == pytest.approx(
+            np.exp(result["quality"]["log_perplexity"]))
+        scores = (repo / f"data/scores/replies/{system}/seed42.jsonl").read_text().splitlines()
         assert len(scores) == 3
+    comparison = json.loads((repo / "metrics/replies/comparison.json").read_text())
+    assert comparison["seeds"] == [42] and comparison["n_prompts"] == 3
+    assert {c["b"] for c in comparison["comparisons"]} == {"baseline", "zero_shot", "few_shot"}
+    assert comparison["judge"] is None
+    assert json.loads((repo / "metrics/replies/judge.json").read_text())["enabled"] is False
+    table = (repo / "metrics/report/replies/table1.md").read_text()
+    assert all(system in table for system in systems)
+    assert (repo / "metrics/report/replies/table1.tex").is_file()
+    assert (repo / "metrics/report/replies/examples.md").is_file()
+    assert (repo / "plots/report/replies/passk.png").stat().st_size > 0
+    header = (repo / "plots/report/replies/passk.csv").read_text().splitlines()[0]
+    assert header.split(",") == ["k", *systems]
     shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json"))
     assert shown, "dvc metrics show found nothing"
     curves = repo / "plots/replies/train"
     for name in ("train/loss", "eval/loss"):
-        assert (curves / f"baseline/plots/metrics/{name}.tsv").is_file()
+        assert (curves / f"baseline/seed42/plots/metrics/{name}.tsv").is_file()
     for name in ("train/quality_loss", "train/diversity_score", "train/diversity_loss",
                  "train/combined_loss", "train/learning_rate", "eval/loss", "eval/diversity"):
-        assert (curves / f"polychromic/plots/metrics/{name}.tsv").is_file(), name
-    summary = json.loads((curves / "polychromic/metrics.json").read_text())
+        assert (curves / f"polychromic/seed42/plots/metrics/{name}.tsv").is_file(), name
+    summary = json.loads((curves / "polychromic/seed42/metrics.json").read_text())
     assert set(summary["flags"]) == {"diversity_collapse", "overfitting"}
 
     runs = mlflow_runs(repo)
     assert sorted((stage, system) for stage, system, *_ in runs) == sorted(
-        [("train", "baseline"), ("train", "polychromic")] + [("evaluate", s) for s in systems])
+        [("train", "baseline"), ("train", "polychromic"), ("compare", "polychromic")]
+        + [("evaluate", s) for s in systems])
     assert all(exp == "workspace" and commit == head for _, _, exp, commit, _ in runs)
     train_metrics = next(m for stage, system, _, _, m in runs
                          if (stage, system) == ("train", "polychromic"))
@@ -109,11 +140,23 @@ def test_dvc_repro_tiny_configuration(tmp_path, tiny_model_dir):
     sh(repo, "git", "commit", "-qm", "results")
     out = sh(repo, "dvc", "exp", "run", "--temp", "-n", "lambda-probe",
              "-S", "polychromic.diversity_weight=0.5")
-    assert "Running stage 'train@replies-polychromic'" in out
-    assert "Running stage 'train@replies-baseline'" not in out
+    assert "Running stage 'train@replies-polychromic-42'" in out
+    assert "Running stage 'train@replies-baseline-42'" not in out
     assert "Running stage 'generate_prompted" not in out
     temp_runs = [(stage, system) for stage, system, exp, *_ in mlflow_runs(repo)
                  if exp == "lambda-probe"]
     # evaluate reruns only if the new adapter's samples differ (on this tiny model they may not)
     assert ("train", "polychromic") in temp_runs
     assert {system for _, system in temp_runs} == {"polychromic"}
+
+    # A second seed adds its own train/generate/evaluate runs and leaves seed 42 cached.
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["seeds"] = [42, 7]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    status = sh(repo, "dvc", "status")
+    for stage in ("train@replies-baseline-7", "generate_prompted@replies-zero_shot-7",
+                  "evaluate@replies-polychromic-7", "compare@replies"):
+        assert stage in status, stage
+    for stage in ("train@replies-baseline-42", "generate_trained@replies-polychromic-42",
+                  "evaluate@replies-zero_shot-42"):
+        assert stage not in status, stage

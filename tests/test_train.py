@@ -29,7 +29,7 @@ def encoded(tokenizer, max_length=96):
 
 
 def tiny_config(**overrides):
-    values = {"seed": 0, "learning_rate": 1e-2, "lr_schedule": "constant", "warmup_steps": 0,
+    values = {"seeds": [0], "learning_rate": 1e-2, "lr_schedule": "constant", "warmup_steps": 0,
               "max_steps": 3, "batch_size": 2, "eval_every": 100, "checkpoint_every": 100,
               "early_stopping_patience": 0, "logging_every": 1,
               "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}}
@@ -53,9 +53,9 @@ def test_prompt_tokens_are_masked_and_reply_ends_the_turn(tiny_model_dir):
 
 def run_training(tiny_model_dir, tmp_path, config, optim=None):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model = add_lora(load_model(tiny_model_dir), config.lora_settings, config.seed)
+    model = add_lora(load_model(tiny_model_dir), config.lora_settings, seed=0)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    args = training_arguments(config, tmp_path / "checkpoints")
+    args = training_arguments(config, tmp_path / "checkpoints", seed=0)
     args.save_strategy = "no"
     args.disable_tqdm = True
     if optim is not None:

@@ -27,6 +27,10 @@ class BaseModelConfig:
         metadata={"help": "'embedded:smollm2', a hub id (e.g. Qwen/Qwen3-8B) or a local path"},
     )
     dtype: str = field(default="float32", metadata={"help": "weights dtype: " + ", ".join(DTYPES)})
+    thinking: bool = field(
+        default=False, metadata={"help": "for chat templates with an `enable_thinking` switch "
+                                 "(Qwen3): false pins it off in the saved template, so prompting, "
+                                 "training and sampling all use non-thinking turns"})
 
     def check(self, key: str) -> None:
         require(self.dtype in DTYPES, f"{key}.dtype", f"must be one of {DTYPES}")
@@ -84,6 +88,15 @@ def load_source(config: BaseModelConfig):
     return model, tokenizer
 
 
+def pin_thinking(template: str, thinking: bool) -> str:
+    """The chat template with `enable_thinking` fixed to `thinking`, when it has the switch.
+
+    Setting it inside the template (not per call) keeps every stage's prompts identical."""
+    if "enable_thinking" not in template:
+        return template
+    return f"{{%- set enable_thinking = {str(thinking).lower()} -%}}\n" + template
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__ + "\nparams.yaml base_model:\n"
                                      + help_text(BaseModelConfig),
@@ -97,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"params.yaml: 'base_model.source' {config.source!r} has no chat template")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if isinstance(tokenizer.chat_template, str):
+        tokenizer.chat_template = pin_thinking(tokenizer.chat_template, config.thinking)
     with atomic_path(args.out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

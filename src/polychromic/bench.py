@@ -58,8 +58,8 @@ def mean_step(seconds: list[float]) -> float:
 
 
 def time_training(method, config, params, tokenizer, train_set, base, domain, val_path, steps):
-    set_seed(config.seed)
-    model = add_lora(load_model(base), config.lora_settings, config.seed)
+    set_seed(config.seeds[0])
+    model = add_lora(load_model(base), config.lora_settings, config.seeds[0])
     with tempfile.TemporaryDirectory() as out:
         args = training_arguments(config, Path(out))
         args.max_steps, args.eval_strategy, args.save_strategy = steps, "no", "no"
@@ -113,7 +113,7 @@ def time_grpo(base, tokenizer, config, polychromic, records, domain, embedder, s
             per_device_train_batch_size=polychromic.prompts_per_step * n, num_generations=n,
             max_completion_length=polychromic.max_new_tokens, temperature=polychromic.temperature,
             report_to=[], logging_steps=1000, save_strategy="no", disable_tqdm=True,
-            seed=config.seed, beta=0.0, bf16=False, use_cpu=not torch.cuda.is_available())
+            seed=config.seeds[0], beta=0.0, bf16=False, use_cpu=not torch.cuda.is_available())
         trainer = GRPOTrainer(
             model=load_model(base), reward_funcs=semantic_diversity_reward, args=args,
             train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tokenizer,

@@ -14,17 +14,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from polychromic.config import UserError, help_text, load_section, read_params, require, run_main
-from polychromic.domains import get_domain
+from polychromic.domains import RECORD_FIELDS, get_domain
 from polychromic.io import read_jsonl, write_jsonl
-from polychromic.modeling import build_messages, load_model, load_tokenizer, prompt_text
+from polychromic.modeling import (
+    IGNORE_INDEX,
+    PadCollator,
+    build_messages,
+    encode_example,
+    load_model,
+    load_tokenizer,
+    prompt_text,
+)
 
 PROMPTED = ("zero_shot", "few_shot")
-RECORD_FIELDS = {"tweet_id": str, "tweet": str, "reply": str}
 
 
 @dataclass
 class GenerateConfig:
-    seed: int = field(default=42, metadata={"help": "sampling seed (reseeded per batch)"})
     n: int = field(default=10, metadata={"help": "samples per prompt (>= the largest k)"})
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature"})
     top_p: float = field(default=0.95, metadata={"help": "nucleus sampling mass"})
@@ -91,6 +97,26 @@ def sample(model, tokenizer, texts: list[str], config: GenerateConfig,
     return [completions[i * config.n:(i + 1) * config.n] for i in range(len(texts))]
 
 
+def reference_nll(model, tokenizer, messages: list[dict[str, str]],
+                  references: list[str]) -> tuple[list[float], list[int]]:
+    """Summed negative log-likelihood (nats) and token count of each human reply (with its
+    end-of-turn token, as in training) under the system, given the prompt exactly as it is
+    sampled from. `evaluate` turns them into the perplexity of the reference."""
+    import torch
+
+    features = [encode_example(tokenizer, messages, reference, max_length=1 << 30)
+                for reference in references]
+    batch = PadCollator(tokenizer.pad_token_id)(features)
+    batch = {k: v.to(model.device) for k, v in batch.items()}
+    with torch.inference_mode():
+        logits = model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels,
+                                            ignore_index=IGNORE_INDEX, reduction="none")
+    return nll.sum(dim=1).tolist(), (labels != IGNORE_INDEX).sum(dim=1).tolist()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__ + "\nparams.yaml generate:\n"
                                      + help_text(GenerateConfig),
@@ -101,6 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", required=True, help="base model checkpoint directory")
     parser.add_argument("--adapter", help="LoRA adapter directory (trained methods)")
     parser.add_argument("--data", required=True, help="directory with train.jsonl, test.jsonl")
+    parser.add_argument("--seed", type=int, required=True,
+                        help="sampling seed (one of train.seeds; reseeded per batch) and "
+                        "few-shot example draw")
     parser.add_argument("--out", required=True, help="generations JSONL to write")
     args = parser.parse_args(argv)
     params = read_params()
@@ -121,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     examples = []
     if args.system == "few_shot":
         train = read_jsonl(Path(args.data, "train.jsonl"), RECORD_FIELDS)
-        examples = few_shot_examples(train, config.few_shot_examples, config.seed)
+        examples = few_shot_examples(train, config.few_shot_examples, args.seed)
     prompts = prompts_with_references(read_jsonl(Path(args.data, "test.jsonl"), RECORD_FIELDS),
                            config.max_prompts)
     tokenizer = load_tokenizer(args.base)
@@ -133,11 +162,14 @@ def main(argv: list[str] | None = None) -> None:
               unit="prompt") as progress:
         for start in range(0, len(prompts), config.batch_prompts):
             batch = prompts[start:start + config.batch_prompts]
-            texts = [prompt_text(tokenizer, build_messages(domain, p["prompt"], examples))
-                     for p in batch]
-            samples = sample(model, tokenizer, texts, config, config.seed + start)
-            for entry, entry_samples in zip(batch, samples, strict=True):
-                rows.append({**entry, "system": args.system, "samples": entry_samples})
+            chats = [build_messages(domain, p["prompt"], examples) for p in batch]
+            texts = [prompt_text(tokenizer, chat) for chat in chats]
+            samples = sample(model, tokenizer, texts, config, args.seed + start)
+            for entry, chat, entry_samples in zip(batch, chats, samples, strict=True):
+                nll, tokens = reference_nll(model, tokenizer, chat, entry["references"])
+                rows.append({**entry, "system": args.system, "seed": args.seed,
+                             "samples": entry_samples, "reference_nll": nll,
+                             "reference_tokens": tokens})
             progress.update(len(batch))
     write_jsonl(args.out, rows)
     print(f"{args.domain}/{args.system}: {len(rows)} prompts x {config.n} samples -> {args.out}")

@@ -68,12 +68,37 @@ def semantic_diversity(embeddings: np.ndarray) -> float | None:
     return float(np.mean(pairs))
 
 
-def rouge_l(sample: str, references: Sequence[str]) -> float:
-    """ROUGE-L F1 (rouge-score, stemmed) against the closest of the references."""
+ROUGE_TYPES = {"rouge_1": "rouge1", "rouge_2": "rouge2", "rouge_l": "rougeL"}
+
+
+def rouge(sample: str, references: Sequence[str]) -> dict[str, float]:
+    """ROUGE-1/2/L F1 (rouge-score, Porter-stemmed), each the best over the references."""
     from rouge_score import rouge_scorer
 
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return max(scorer.score(reference, sample)["rougeL"].fmeasure for reference in references)
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES.values()), use_stemmer=True)
+    scores = [scorer.score(reference, sample) for reference in references]
+    return {name: max(s[kind].fmeasure for s in scores) for name, kind in ROUGE_TYPES.items()}
+
+
+def bertscore_f1(candidates: Sequence[str], references: Sequence[Sequence[str]],
+                 model_dir: str, num_layers: int, batch_size: int = 64) -> list[float]:
+    """BERTScore F1 (bert-score) of each candidate against the best of its references, with a
+    local model directory. Unrescaled: bert-score has no rescale baseline for a local path, so
+    the scores keep the model's own offset (not comparable to published rescaled figures)."""
+    from bert_score import score
+
+    _, _, f1 = score(list(candidates), [list(r) for r in references], model_type=model_dir,
+                     num_layers=num_layers, batch_size=batch_size, device="cpu")
+    return f1.tolist()
+
+
+def log_perplexity(nll_sums: Sequence[float], token_counts: Sequence[int]) -> float | None:
+    """Total NLL / total tokens (nats per token) over a prompt's references, the log of their
+    perplexity; None without tokens. Averaged over prompts in log space: a few odd references
+    (typos, slang) reach perplexities of 10^6 and would decide an arithmetic mean of
+    perplexities on their own."""
+    tokens = sum(token_counts)
+    return float(sum(nll_sums) / tokens) if tokens else None
 
 
 def mean_defined(values: Sequence[float | None]) -> tuple[float | None, int]:

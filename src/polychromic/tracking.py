@@ -51,8 +51,9 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def mlflow_run(stage: str, domain: str, system: str, params: dict[str, Any]) -> Iterator[Any]:
-    """Start a run tagged with stage, domain, system, git commit and DVC experiment name."""
+def mlflow_run(stage: str, domain: str, system: str, params: dict[str, Any],
+               seed: int | None = None) -> Iterator[Any]:
+    """Start a run tagged with stage, domain, system, seed, git commit and DVC experiment."""
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -66,11 +67,13 @@ def mlflow_run(stage: str, domain: str, system: str, params: dict[str, Any]) -> 
         "stage": stage,
         "domain": domain,
         "system": system,
+        "seed": "" if seed is None else str(seed),
         "git_commit": git_commit(),
         "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
         "dvc_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
     }
-    with mlflow.start_run(run_name=f"{stage}-{domain}-{system}", tags=tags) as run:
+    name = "-".join([stage, domain, system] + ([f"seed{seed}"] if seed is not None else []))
+    with mlflow.start_run(run_name=name, tags=tags) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
         yield run
 

@@ -23,7 +23,7 @@ from transformers import TrainerCallback
 
 from polychromic import tracking
 from polychromic.config import UserError, help_text, load_section, read_params, require, run_main
-from polychromic.domains import Domain, get_domain
+from polychromic.domains import RECORD_FIELDS, Domain, get_domain
 from polychromic.io import atomic_path, read_jsonl
 from polychromic.modeling import (
     PadCollator,
@@ -31,11 +31,11 @@ from polychromic.modeling import (
     encode_example,
     load_model,
     load_tokenizer,
+    prompt_text,
 )
 
 METHODS = ("baseline", "polychromic")
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
-RECORD_FIELDS = {"tweet_id": str, "tweet": str, "reply": str}
 
 
 @dataclass
@@ -50,7 +50,10 @@ class LoraSettings:
 
 @dataclass
 class TrainConfig:
-    seed: int = field(default=42, metadata={"help": "seed of initialisation, dropout, order"})
+    seeds: list[int] = field(
+        default_factory=lambda: [42],
+        metadata={"help": "training seeds (initialisation, dropout, data order, sampling): "
+                  "train/generate/evaluate run once per seed and `compare` aggregates them"})
     lora: dict = field(default_factory=dict, metadata={"help": "LoRA settings (see LoraSettings)"})
     learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate"})
     lr_schedule: str = field(default="cosine", metadata={"help": "one of " + ", ".join(SCHEDULES)})
@@ -69,6 +72,8 @@ class TrainConfig:
     logging_every: int = field(default=5, metadata={"help": "steps between logged losses"})
 
     def check(self, key: str) -> None:
+        require(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds),
+                f"{key}.seeds", "must be a non-empty list of distinct ints")
         require(self.learning_rate > 0, f"{key}.learning_rate", "must be > 0")
         require(self.lr_schedule in SCHEDULES, f"{key}.lr_schedule", f"must be one of {SCHEDULES}")
         for name in ("max_steps", "batch_size", "gradient_accumulation", "max_length",
@@ -107,13 +112,13 @@ def add_lora(model, settings: LoraSettings, seed: int):
         raise UserError(f"params.yaml: 'train.lora.target_modules': {err}") from None
 
 
-def training_arguments(config: TrainConfig, output_dir: Path):
+def training_arguments(config: TrainConfig, output_dir: Path, seed: int):
     from transformers import TrainingArguments
 
     stopping = config.early_stopping_patience > 0
     return TrainingArguments(
         output_dir=str(output_dir),
-        seed=config.seed,
+        seed=seed,
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_schedule,
         warmup_steps=config.warmup_steps,
@@ -157,7 +162,6 @@ def polychromic_options(params: dict, tokenizer, domain: Domain, val_path: Path)
     """The polychromic Trainer's config, embedder and eval/diversity prompts."""
     from polychromic.embedding import Embedder
     from polychromic.generate import prompts_with_references
-    from polychromic.modeling import prompt_text
     from polychromic.polychromic_trainer import PolychromicConfig
 
     config = load_section(PolychromicConfig, params, "polychromic")
@@ -231,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", required=True, help="base model checkpoint directory")
     parser.add_argument("--data", required=True, help="directory with train.jsonl and val.jsonl")
     parser.add_argument("--out", required=True, help="adapter directory to write")
+    parser.add_argument("--seed", type=int, required=True, help="one of train.seeds")
     parser.add_argument("--plots", help="DVCLive directory for training curves")
     parser.add_argument("--checkpoints", help="checkpoint directory (default: <out>.checkpoints)")
     args = parser.parse_args(argv)
@@ -241,23 +246,24 @@ def main(argv: list[str] | None = None) -> None:
 
     from transformers import set_seed
 
-    set_seed(config.seed)
+    set_seed(args.seed)
     tokenizer = load_tokenizer(args.base)
     train_set = encode_split(Path(args.data, "train.jsonl"), domain, tokenizer, config.max_length)
     eval_set = encode_split(Path(args.data, "val.jsonl"), domain, tokenizer, config.max_length,
                             limit=config.eval_examples)
-    options, logged = {}, {"train": asdict(config)}
+    options, logged = {}, {"train": asdict(config) | {"seed": args.seed}}
     if args.method == "polychromic":
         options = polychromic_options(params, tokenizer, domain, Path(args.data, "val.jsonl"))
         logged["polychromic"] = asdict(options["polychromic"])
-    model = add_lora(load_model(args.base), config.lora_settings, config.seed)
+    model = add_lora(load_model(args.base), config.lora_settings, args.seed)
     checkpoints = Path(args.checkpoints or f"{args.out}.checkpoints")
     shutil.rmtree(checkpoints, ignore_errors=True)
 
-    with tracking.mlflow_run("train", args.domain, args.method, logged):
+    with tracking.mlflow_run("train", args.domain, args.method, logged, seed=args.seed):
         curves = TrainingCurves(args.plots)
-        trainer = make_trainer(args.method, model, training_arguments(config, checkpoints),
-                               train_set, eval_set, PadCollator(tokenizer.pad_token_id),
+        arguments = training_arguments(config, checkpoints, args.seed)
+        trainer = make_trainer(args.method, model, arguments, train_set, eval_set,
+                               PadCollator(tokenizer.pad_token_id),
                                callbacks_for(config, curves), **options)
         started = time.perf_counter()
         result = trainer.train()

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from polychromic.config import UserError
 
+# The fields of a prepared record (data/processed/<domain>/*.jsonl) that stages read.
+RECORD_FIELDS = {"tweet_id": str, "tweet": str, "reply": str}
+
 
 @dataclass(frozen=True)
 class Domain:

@@ -1,0 +1,360 @@
+"""Stage `judge` (off by default): an LLM compares system a's and system b's first sample.
+
+For every (seed, tweet_id) the judge sees the conversation message and the two replies, one
+as "Reply A" and one as "Reply B"; which system gets slot A is drawn by a seeded RNG per pair
+(reproducible, independent of file order) and recorded. It answers one JSON object naming
+"A", "B" or "tie" for engagement, relevance, creativity, naturalness and overall. Parsing is
+strict: exactly that object (optionally in a ```json fence), all five keys, no others;
+anything else is `unparseable`, a refusal is `refused`, an API failure after the client's
+retries is `error`. None of these count as ties.
+
+Definitions (metrics JSON):
+- n_requests: pairs judged (each one request, made or served from the cache); cache_hits: of
+  those, answered from `judge.cache_dir` without a call.
+- wins / losses / ties: per criterion, from system a's point of view, over `ok` answers.
+- win_rate = wins / (wins + losses), ties excluded; wilson_ci95: Wilson score 95% interval
+  of that proportion; sign_test_p: two-sided binomial test of wins out of wins + losses
+  against 0.5 (scipy.stats.binomtest).
+- position_bias: among `ok` answers whose overall preference is not a tie, how often the
+  reply in the first slot (A) won (first_slot_rate), with a two-sided binomial p against 0.5.
+Undefined values (no decided pair) are null, never 0.
+
+Temperature: the OpenAI-compatible backend is sent temperature 0. The Anthropic API version
+that the installed SDK speaks (anthropic >= 2: 2026-10-21) has no sampling parameters and
+answers 400 to any, so none is sent there; the cache is what makes reruns reproducible.
+
+The cache maps sha256(canonical JSON of the request as sent: backend, model, system prompt,
+messages, max_tokens, temperature where sent) to the answer, so a rerun makes no calls. The
+API key is read from the environment, passed to the client, and written nowhere (answers
+are redacted too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from scipy.stats import binomtest
+
+from polychromic.config import UserError, help_text, load_section, read_params, require, run_main
+from polychromic.domains import get_domain
+from polychromic.io import read_jsonl, write_json, write_jsonl
+
+CRITERIA = ("engagement", "relevance", "creativity", "naturalness", "overall")
+CHOICES = ("A", "B", "tie")
+KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+GENERATION_FIELDS = {"tweet_id": str, "prompt": str, "samples": list}
+DISABLED_REASON = "judge.enabled is false (set it and ANTHROPIC_API_KEY to run the judge)"
+FENCE = re.compile(r"\A```(?:json)?[ \t]*\n(.*?)\n?```\Z", re.S)
+REFUSAL = re.compile(r"\b(I can(no|')t|I'm (not able|unable)|I am (not able|unable)|I won't|"
+                     r"I will not|I (must|have to) decline)\b", re.I)
+SYSTEM_PROMPT = (
+    "You compare two candidate replies to the same social-media message. Judge each criterion "
+    "on its own: engagement (which reply is more likely to draw a response and keep the "
+    "conversation going), relevance (which responds more directly to the message), creativity "
+    "(which is more original, less generic), naturalness (which reads more like a fluent human "
+    "reply), and overall (which you would prefer overall). The order of the replies is random "
+    "and carries no meaning. Answer with ONLY a JSON object, no other text: "
+    '{"engagement": "A"|"B"|"tie", "relevance": "A"|"B"|"tie", "creativity": "A"|"B"|"tie", '
+    '"naturalness": "A"|"B"|"tie", "overall": "A"|"B"|"tie"}')
+USER_TEMPLATE = ("<message>\n{message}\n</message>\n\n<reply_a>\n{reply_a}\n</reply_a>\n\n"
+                 "<reply_b>\n{reply_b}\n</reply_b>")
+Caller = Callable[[dict], tuple[str, str | None]]
+
+
+@dataclass
+class JudgeConfig:
+    enabled: bool = field(default=False, metadata={"help": "run the judge (needs an API key)"})
+    backend: str = field(default="anthropic", metadata={"help": "anthropic | openai "
+                         "(any OpenAI-compatible chat-completions endpoint; needs `openai`)"})
+    model: str = field(default="claude-sonnet-4-5", metadata={"help": "judge model name"})
+    base_url: str | None = field(default=None, metadata={"help": "API endpoint; null = the "
+                                 "backend's official one"})
+    max_tokens: int = field(default=300, metadata={"help": "answer length limit"})
+    temperature: float = field(default=0.0, metadata={"help": "must be 0; sent to the openai "
+                               "backend only (the Anthropic API has no sampling parameters)"})
+    seed: int = field(default=42, metadata={"help": "seed of the A/B order per pair"})
+    max_prompts: int | None = field(default=None, metadata={"help": "pairs judged per seed "
+                                    "(first in file order); null = all"})
+    cache_dir: str = field(default=".judge_cache", metadata={"help": "answer cache (outside "
+                           "DVC outputs, so a rerun costs nothing)"})
+    max_retries: int = field(default=2, metadata={"help": "client retries per request"})
+    timeout_s: float = field(default=60.0, metadata={"help": "request timeout, seconds"})
+
+    def check(self, key: str) -> None:
+        require(self.backend in KEY_ENV, f"{key}.backend", f"must be one of {tuple(KEY_ENV)}")
+        require(bool(self.model.strip()), f"{key}.model", "must be non-empty")
+        require(self.max_tokens > 0, f"{key}.max_tokens", "must be > 0")
+        require(self.temperature == 0, f"{key}.temperature", "must be 0")
+        require(self.max_prompts is None or self.max_prompts > 0, f"{key}.max_prompts",
+                "must be > 0 or null")
+        require(bool(self.cache_dir.strip()), f"{key}.cache_dir", "must be non-empty")
+        require(self.max_retries >= 0, f"{key}.max_retries", "must be >= 0")
+        require(self.timeout_s > 0, f"{key}.timeout_s", "must be > 0")
+
+
+def a_goes_first(config_seed: int, seed: int, tweet_id: str) -> bool:
+    # Seeded per pair (string seeds hash stably), so the order ignores file order and reruns.
+    return random.Random(f"{config_seed}:{seed}:{tweet_id}").random() < 0.5
+
+
+def build_request(config: JudgeConfig, message: str, reply_a: str, reply_b: str) -> dict:
+    user = USER_TEMPLATE.format(message=message, reply_a=reply_a, reply_b=reply_b)
+    request = {"backend": config.backend, "model": config.model, "system": SYSTEM_PROMPT,
+               "messages": [{"role": "user", "content": user}], "max_tokens": config.max_tokens}
+    if config.backend == "openai":  # Anthropic API 2026-10-21 rejects sampling parameters
+        request["temperature"] = config.temperature
+    return request
+
+
+def request_hash(request: dict) -> str:
+    canonical = json.dumps(request, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def parse_answer(text: str) -> dict[str, str] | None:
+    """The five verdicts, or None unless `text` is exactly the requested JSON object."""
+    body = text.strip()
+    fenced = FENCE.match(body)
+    try:
+        answer = json.loads(fenced.group(1) if fenced else body)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(answer, dict) or set(answer) != set(CRITERIA):
+        return None
+    return answer if all(isinstance(v, str) and v in CHOICES for v in answer.values()) else None
+
+
+def classify(text: str, stop_reason: str | None) -> tuple[str, dict[str, str] | None]:
+    if stop_reason == "refusal":
+        return "refused", None
+    answer = parse_answer(text)
+    if answer is not None:
+        return "ok", answer
+    return ("refused" if "{" not in text and REFUSAL.search(text) else "unparseable"), None
+
+
+class RequestFailed(Exception):
+    """One judge request failed after the client's retries (recorded as status `error`)."""
+
+
+def make_caller(config: JudgeConfig, api_key: str) -> Caller:
+    """A function request -> (answer text, stop reason) on the configured backend."""
+    if config.backend == "anthropic":
+        import anthropic as sdk
+
+        client = sdk.Anthropic(api_key=api_key, base_url=config.base_url,
+                               max_retries=config.max_retries, timeout=config.timeout_s)
+
+        def call(request: dict) -> tuple[str, str | None]:
+            response = client.messages.create(
+                model=request["model"], max_tokens=request["max_tokens"],
+                system=request["system"], messages=request["messages"])
+            text = "".join(b.text for b in response.content if b.type == "text")
+            return text, response.stop_reason
+    else:
+        try:
+            import openai as sdk
+        except ImportError:
+            raise UserError("judge.backend is 'openai' but the `openai` package is not "
+                            "installed (pip install openai)") from None
+        client = sdk.OpenAI(api_key=api_key, base_url=config.base_url,
+                            max_retries=config.max_retries, timeout=config.timeout_s)
+
+        def call(request: dict) -> tuple[str, str | None]:
+            response = client.chat.completions.create(
+                model=request["model"], max_tokens=request["max_tokens"],
+                temperature=request["temperature"],
+                messages=[{"role": "system", "content": request["system"]}, *request["messages"]])
+            choice = response.choices[0]
+            refused = choice.message.refusal or choice.finish_reason == "content_filter"
+            text = choice.message.content or choice.message.refusal or ""
+            return text, "refusal" if refused else choice.finish_reason
+
+    def redact(text: str) -> str:  # a misbehaving endpoint must not get the key into outputs
+        return text.replace(api_key, "[redacted]")
+
+    fatal = (sdk.AuthenticationError, sdk.PermissionDeniedError, sdk.NotFoundError)
+
+    def guarded(request: dict) -> tuple[str, str | None]:
+        try:
+            text, stop_reason = call(request)
+        except fatal as err:  # key, permission or model name: every request would fail alike
+            raise UserError(redact(f"the judge API rejected the request ({type(err).__name__}: "
+                                   f"{str(err)[:300]})")) from None
+        except sdk.APIError as err:
+            raise RequestFailed(redact(f"{type(err).__name__}: {str(err)[:300]}")) from None
+        return redact(text), stop_reason
+    return guarded
+
+
+def read_generations(path: Path) -> dict[str, dict]:
+    rows: dict[str, dict] = {}
+    for number, row in enumerate(read_jsonl(path, GENERATION_FIELDS), start=1):
+        if not row["samples"] or not all(isinstance(s, str) for s in row["samples"]):
+            raise UserError(f"{path}:{number}: 'samples' must be a non-empty list of strings")
+        if row["tweet_id"] in rows:
+            raise UserError(f"{path}:{number}: duplicate tweet_id {row['tweet_id']!r}")
+        rows[row["tweet_id"]] = row
+    return rows
+
+
+def load_pairs(dir_a: str, dir_b: str, seeds: list[int],
+               max_prompts: int | None) -> list[tuple[int, dict, dict]]:
+    pairs = []
+    for seed in seeds:
+        path_a, path_b = Path(dir_a, f"seed{seed}.jsonl"), Path(dir_b, f"seed{seed}.jsonl")
+        rows_a, rows_b = read_generations(path_a), read_generations(path_b)
+        if set(rows_a) != set(rows_b):
+            differ = sorted(set(rows_a) ^ set(rows_b))
+            raise UserError(f"{path_a} and {path_b} hold different tweet_ids (e.g. {differ[:3]})")
+        for tweet_id in list(rows_a)[:max_prompts]:
+            if rows_a[tweet_id]["prompt"] != rows_b[tweet_id]["prompt"]:
+                raise UserError(f"{path_a} and {path_b}: tweet_id {tweet_id!r} has different "
+                                "prompts")
+            pairs.append((seed, rows_a[tweet_id], rows_b[tweet_id]))
+    return pairs
+
+
+def cached_call(request: dict, key: str, call: Caller,
+                cache_dir: Path) -> tuple[str, str | None, bool]:
+    """(text, stop reason, cache hit); only answers are cached, so failures are retried."""
+    path = cache_dir / f"{key}.json"
+    if path.is_file():
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            return entry["text"], entry["stop_reason"], True
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UserError(f"{path}: corrupt judge cache entry (delete it)") from None
+    text, stop_reason = call(request)
+    write_json(path, {"text": text, "stop_reason": stop_reason, "request": request})
+    return text, stop_reason, False
+
+
+def judge_pairs(pairs: list[tuple[int, dict, dict]], config: JudgeConfig, call: Caller,
+                names: tuple[str, str]) -> tuple[list[dict], int]:
+    """One judgement record per pair, and the number of cache hits."""
+    records, hits = [], 0
+    for seed, row_a, row_b in pairs:
+        first = a_goes_first(config.seed, seed, row_a["tweet_id"])
+        slots = (row_a, row_b) if first else (row_b, row_a)
+        request = build_request(config, row_a["prompt"], slots[0]["samples"][0],
+                                slots[1]["samples"][0])
+        key = request_hash(request)
+        record = {"seed": seed, "tweet_id": row_a["tweet_id"],
+                  "a_system_position": "A" if first else "B", "request_hash": key}
+        try:
+            text, stop_reason, hit = cached_call(request, key, call, Path(config.cache_dir))
+        except RequestFailed as err:  # counted as `error`, never as a tie; the run goes on
+            records.append({**record, "status": "error", "error": str(err)})
+            continue
+        hits += hit
+        status, answer = classify(text, stop_reason)
+        slot_names = names if first else names[::-1]
+        if answer is not None:
+            record["winners"] = {c: {"A": slot_names[0], "B": slot_names[1]}.get(v, "tie")
+                                 for c, v in answer.items()}
+        records.append({**record, "status": status, "raw": text[:500]})
+    return records, hits
+
+
+def proportion(successes: int, trials: int) -> tuple[float | None, list[float] | None,
+                                                       float | None]:
+    """(rate, Wilson 95% interval, two-sided binomial p against 0.5); None when trials == 0."""
+    if trials == 0:
+        return None, None, None
+    test = binomtest(successes, trials, 0.5)
+    ci = test.proportion_ci(0.95, method="wilson")
+    return successes / trials, [float(ci.low), float(ci.high)], float(test.pvalue)
+
+
+def summarize(records: list[dict], names: tuple[str, str]) -> dict:
+    ok = [r for r in records if r["status"] == "ok"]
+    criteria = {}
+    for criterion in CRITERIA:
+        winners = [r["winners"][criterion] for r in ok]
+        wins, losses = winners.count(names[0]), winners.count(names[1])
+        rate, ci, p = proportion(wins, wins + losses)
+        criteria[criterion] = {"wins": wins, "losses": losses, "ties": winners.count("tie"),
+                               "win_rate": rate, "wilson_ci95": ci, "sign_test_p": p}
+    decided = [r for r in ok if r["winners"]["overall"] != "tie"]
+    first = sum((r["winners"]["overall"] == names[0]) == (r["a_system_position"] == "A")
+                for r in decided)
+    rate, _, p = proportion(first, len(decided))
+    status = [r["status"] for r in records]
+    return {"n_requests": len(records), "ok": len(ok), "refused": status.count("refused"),
+            "unparseable": status.count("unparseable"), "errors": status.count("error"),
+            "overall": criteria["overall"], "criteria": criteria,
+            "position_bias": {"first_slot_wins": first, "decided": len(decided),
+                              "first_slot_rate": rate, "binomial_p": p}}
+
+
+def train_seeds(params: dict) -> list[int]:
+    train = params.get("train")
+    seeds = train.get("seeds") if isinstance(train, dict) else None
+    require(isinstance(seeds, list) and len(seeds) > 0 and len(set(seeds)) == len(seeds)
+            and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds),
+            "train.seeds", "must be a non-empty list of distinct ints")
+    return seeds
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__ + "\nparams.yaml judge:\n"
+                                     + help_text(JudgeConfig),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--domain", required=True)
+    parser.add_argument("--a", required=True, help="system a's generations dir (seed<S>.jsonl)")
+    parser.add_argument("--b", required=True, help="system b's generations dir (seed<S>.jsonl)")
+    parser.add_argument("--out", required=True, help="metrics JSON to write")
+    parser.add_argument("--judgements", required=True, help="per-pair judgements JSONL to write")
+    args = parser.parse_args(argv)
+    params = read_params()
+    config = load_section(JudgeConfig, params, "judge")
+    get_domain(args.domain)
+    names = (Path(args.a).name, Path(args.b).name)
+    if names[0] == names[1]:  # winners are recorded by system name
+        raise UserError(f"--a and --b name the same system {names[0]!r} (the directory names)")
+    if not config.enabled:
+        write_jsonl(args.judgements, [])
+        write_json(args.out, {"enabled": False, "reason": DISABLED_REASON})
+        print(f"{args.domain} judge: disabled -> {args.out}")
+        return
+    api_key = os.environ.get(KEY_ENV[config.backend])
+    if not api_key:
+        raise UserError(f"judge.enabled is true but {KEY_ENV[config.backend]} is not set")
+    seeds = train_seeds(params)
+    pairs = load_pairs(args.a, args.b, seeds, config.max_prompts)
+    records, hits = judge_pairs(pairs, config, make_caller(config, api_key), names)
+    summary = summarize(records, names)
+    if records and summary["errors"] == len(records):  # nothing judged: fail, record nothing
+        raise UserError(f"all {len(records)} judge requests failed ({records[0]['error']})")
+    metrics = {"enabled": True, "backend": config.backend, "model": config.model,
+               "a": names[0], "b": names[1], "seeds": seeds, **summary, "cache_hits": hits}
+
+    from polychromic import tracking
+
+    with tracking.mlflow_run("judge", args.domain, f"{names[0]}_vs_{names[1]}",
+                             {"judge": asdict(config), "train": {"seeds": seeds}}):
+        # log_metrics keeps numbers only, so the intervals go in as their two ends
+        bounds = {c: dict(zip(("low", "high"), s["wilson_ci95"] or (), strict=False))
+                  for c, s in summary["criteria"].items()}
+        tracking.log_metrics(metrics | {"wilson_ci95": bounds})
+    write_jsonl(args.judgements, records)
+    write_json(args.out, metrics)
+    overall = summary["overall"]
+    rate, p = (("n/a" if v is None else f"{v:.3f}") for v in (overall["win_rate"],
+                                                             overall["sign_test_p"]))
+    print(f"{args.domain} judge {names[0]} vs {names[1]}: overall {overall['wins']}-"
+          f"{overall['losses']}-{overall['ties']} (win rate {rate}, sign p {p}), "
+          f"{summary['ok']}/{len(records)} ok, {hits} cached -> {args.out}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,299 @@
+"""The report stage (Table 1, examples, pass@k figure and DVC plot data) and Table 2."""
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from polychromic import ablations, report
+from polychromic.config import UserError
+from polychromic.metrics import pass_at_k
+from tests.conftest import REPO
+
+FIXTURES = Path(__file__).parent / "fixtures" / "report"
+SYSTEMS = ["baseline", "polychromic"]
+METRICS = {  # one lower-is-better column, and one whose values tie when printed
+    "self_bleu": {"group": "diversity", "higher_is_better": False, "label": "Self-BLEU"},
+    "semantic": {"group": "diversity", "higher_is_better": True, "label": "Semantic div."},
+    "rouge_l": {"group": "quality", "higher_is_better": True, "label": "ROUGE-L"},
+    "pass@4": {"group": "passk", "higher_is_better": True, "label": "pass@4 (% #&)"},
+}
+
+
+def summary(mean):
+    return {"mean": mean, "ci95": None if mean is None else [mean - 0.01, mean + 0.01]}
+
+
+def comparison(**p_holm):
+    """polychromic is better on Self-BLEU (lower) and semantic, ties on ROUGE-L."""
+    values = {"baseline": {"self_bleu": 0.30, "semantic": 0.70, "rouge_l": 0.1004, "pass@4": None},
+              "polychromic": {"self_bleu": 0.20, "semantic": 0.80, "rouge_l": 0.1001,
+                              "pass@4": 0.5}}
+    return {
+        "domain": "replies", "seeds": [1, 2], "n_prompts": 3, "reference": "polychromic",
+        "metrics": METRICS, "correction": "holm", "alpha": 0.05, "judge": None,
+        "systems": {s: {m: summary(v) for m, v in row.items()} for s, row in values.items()},
+        "comparisons": [{"metric": m, "a": "polychromic", "b": "baseline", "n": 3,
+                         "alternative": "a > b", "wilcoxon_p": 0.001,  # raw p: never marked
+                         "wilcoxon_p_holm": p_holm.get(m.replace("@", "_"))} for m in METRICS],
+        "verdict": {"minimum": {"met": False, "criteria": [criterion(
+            "semantic higher than LoRA", 0.17, "p < 0.05", False), criterion(
+            "judge | win rate", None, "> 0.5", None)]}, "strong": {"met": True, "criteria": [
+                criterion("pass@4 gain", 0.2, ">= 0.1", True)]}}}
+
+
+def criterion(name, value, threshold, met):
+    return {"criterion": name, "value": value, "threshold": threshold, "met": met}
+
+
+def test_bold_is_the_direction_aware_best_and_ties_are_all_bold():
+    columns, cells = report.table1(comparison(), SYSTEMS)
+    assert columns == ["self_bleu", "semantic", "rouge_l", "pass@4"]
+    bold = {s: [c["bold"] for c in row] for s, row in cells.items()}
+    # Self-BLEU: lower wins; semantic: higher wins; ROUGE-L 0.100 = 0.100 as printed: both;
+    # pass@4 undefined for baseline: "–", never bold
+    assert bold == {"baseline": [False, False, True, False],
+                    "polychromic": [True, True, True, True]}
+    assert report.cell_text(cells["baseline"][3], tex=False) == "–"
+    assert report.cell_text(cells["polychromic"][0], tex=False) == "**0.200 [0.190, 0.210]**"
+    data = comparison()  # columns: grouped, in comparison.json order
+    data["metrics"] = {m: METRICS[m] for m in ["semantic", "rouge_l", "self_bleu", "pass@4"]}
+    assert report.table1(data, SYSTEMS)[0] == ["semantic", "self_bleu", "rouge_l", "pass@4"]
+
+
+@pytest.mark.parametrize("p,mark", [(0.004, "**"), (0.0099, "**"), (0.01, "*"), (0.049, "*"),
+                                    (0.05, ""), (0.3, ""), (None, "")])
+def test_significance_marks_follow_the_corrected_p(p, mark):
+    _, cells = report.table1(comparison(semantic=p, self_bleu=0.2), SYSTEMS)
+    assert [c["mark"] for c in cells["baseline"]] == ["", mark, "", ""]
+    assert all(c["mark"] == "" for c in cells["polychromic"])  # the reference is unmarked
+    md = report.table1_text(comparison(semantic=p), SYSTEMS, tex=False)
+    baseline_row = next(line for line in md.splitlines() if line.startswith("| baseline"))
+    assert baseline_row.split(" | ")[2] == "0.700 [0.690, 0.710]" + mark.replace("*", r"\*")
+    tex = report.table1_text(comparison(semantic=p), SYSTEMS, tex=True)
+    assert ("0.700 [0.690, 0.710]" + (f"$^{{{mark}}}$" if mark else " &")) in tex
+
+
+def test_table1_text_markdown_with_verdict_and_latex():
+    data = comparison(semantic=0.003)
+    md = report.table1_text(data, SYSTEMS, tex=False) + report.verdict_markdown(data)
+    assert "| System | *Diversity*<br>Self-BLEU ↓ | Semantic div. | *Quality*<br>ROUGE-L |" in md
+    assert "over 3 test prompts" in md and "2 seed(s) (1, 2)" in md and "(one-sided: " \
+        "polychromic better), p-values Holm-corrected." in md
+    assert "- Minimum bar: **not met**" in md and "- Strong bar: **met**" in md
+    assert "| minimum | semantic higher than LoRA | 0.17 | p < 0.05 | not met |" in md
+    assert r"| minimum | judge \| win rate | – | > 0.5 | not measured |" in md
+    assert "| strong | pass@4 gain | 0.2 | >= 0.1 | met |" in md
+    # LaTeX: booktabs, escaped
+    tex = report.table1_text(comparison(), ["baseline", "polychromic"], tex=True)
+    assert tex.startswith(r"\begin{tabular}{lrrrr}" + "\n" + r"\toprule")
+    assert r"\midrule" in tex and r"\bottomrule" in tex and r"\end{tabular}" in tex
+    assert r"\multicolumn{2}{c}{Diversity}" in tex and r"\cmidrule(lr){2-3}" in tex
+    assert r"Self-BLEU $\downarrow$" in tex and r"pass@4 (\% \#\&)" in tex
+    assert r"\textbf{0.200 [0.190, 0.210]}" in tex
+    assert report.tex_escape("zero_shot 5% #1 & {x}") == r"zero\_shot 5\% \#1 \& \{x\}"
+    data = comparison()
+    data["systems"]["few_shot"] = data["systems"].pop("baseline")
+    assert r"few\_shot &" in report.table1_text(data, ["few_shot", "polychromic"], tex=True)
+
+
+def scores(*rows):
+    return [{"tweet_id": f"t{i}", "n": n, "passed": c} for i, (n, c) in enumerate(rows)]
+
+
+def test_passk_curves_are_means_of_the_unbiased_estimator():
+    # one system, one seed: n = 4 samples; passed 1, 0, 4
+    ks, curves = report.passk_curves({"a": [scores((4, 1), (4, 0), (4, 4))]})
+    assert ks == [1, 2, 3, 4]
+    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)  # 1 - C(3,2)/C(4,2) = 1 - 3/6
+    assert curves["a"][1] == pytest.approx((0.5 + 0 + 1) / 3)
+    assert curves["a"][0] == pytest.approx((0.25 + 0 + 1) / 3)
+    assert curves["a"][3] == pytest.approx(2 / 3)  # k = n: the share of prompts with a pass
+    # two seeds: averaged within each prompt, then over prompts
+    _, curves = report.passk_curves({"a": [scores((4, 1), (4, 0)), scores((4, 3))]})
+    assert curves["a"][0] == pytest.approx(((0.25 + 0.75) / 2 + 0) / 2)  # not 1 / 3
+
+
+def generations(system, ids, n=3):
+    return [{"tweet_id": t, "prompt": f"prompt {t} | with\na newline", "references": [f"ref {t}"],
+             "system": system, "samples": [f"{system} {t} sample {j}" for j in range(n)]}
+            for t in ids]
+
+
+def chosen_ids(markdown):
+    return [line.split("`")[1] for line in markdown.splitlines() if line.startswith("## Ex")]
+
+
+def test_examples_are_seeded_from_common_prompts_and_escaped():
+    ids = [f"t{i}" for i in range(12)]
+    gens = {"baseline": generations("baseline", ids),
+            "polychromic": generations("polychromic", ids[2:] + ["only_here"])}
+    config = report.ReportConfig(examples=3, example_samples=2, seed=7)
+    first = report.examples_markdown(gens, config, "replies")
+    assert first == report.examples_markdown(gens, config, "replies")
+    chosen = chosen_ids(first)
+    assert len(chosen) == 3 and set(chosen) <= set(ids[2:])
+    shuffled = {s: g[::-1] for s, g in gens.items()}  # the choice ignores the files' order
+    assert set(chosen_ids(report.examples_markdown(shuffled, config, "x"))) == set(chosen)
+    assert len({tuple(chosen_ids(report.examples_markdown(
+        gens, report.ReportConfig(3, 2, seed), "replies"))) for seed in range(8)}) > 1
+    assert rf"**Prompt:** prompt {chosen[0]} \| with<br>a newline" in first  # escaped
+    assert "| # | baseline | polychromic |\n" in first and "| 2 | baseline" in first
+    assert "sample 2" not in first  # 2 samples per system
+
+
+def write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """2 systems x 2 seeds x 3 prompts, params.yaml and comparison.json in a working dir."""
+    params = {"systems": SYSTEMS, "train": {"seeds": [1, 2]},
+              "report": {"examples": 2, "example_samples": 2, "seed": 0}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    passed = {"baseline": [[0, 1, 0], [0, 0, 1]], "polychromic": [[1, 4, 0], [2, 4, 0]]}
+    for system in SYSTEMS:
+        for seed, counts in zip([1, 2], passed[system], strict=True):
+            write_jsonl(tmp_path / "scores" / system / f"seed{seed}.jsonl",
+                        scores(*[(4, c) for c in counts]))
+            write_jsonl(tmp_path / "gens" / system / f"seed{seed}.jsonl",
+                        generations(system, ["t0", "t1", "t2"]))
+    (tmp_path / "comparison.json").write_text(json.dumps(comparison(semantic=0.02)))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+ARGS = ["--domain", "replies", "--comparison", "comparison.json", "--scores", "scores",
+        "--generations", "gens", "--tables", "out/tables", "--figures", "out/figures"]
+
+
+def test_report_writes_tables_examples_figure_and_plot_data(project):
+    report.main(ARGS)
+    tables, figures = project / "out" / "tables", project / "out" / "figures"
+    assert sorted(p.name for p in tables.iterdir()) == ["examples.md", "table1.md", "table1.tex"]
+    assert (figures / "passk.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = (figures / "passk.csv").read_text().splitlines()
+    assert lines[0] == "k,baseline,polychromic" and len(lines) == 5
+    # polychromic at k = 4 (= n): prompts t0, t1 pass under both seeds, t2 never: 2/3
+    assert float(lines[4].split(",")[2]) == pytest.approx(2 / 3)
+    assert float(lines[1].split(",")[2]) == pytest.approx(((0.25 + 0.5) / 2 + 1 + 0) / 3)
+    md = (tables / "table1.md").read_text()
+    assert "0.700 [0.690, 0.710]\\*" in md and "## Verdict" in md
+
+
+def test_missing_file_exits_2_naming_it_and_writes_nothing(project):
+    (project / "scores" / "polychromic" / "seed2.jsonl").unlink()
+    done = subprocess.run([sys.executable, "-m", "polychromic.report", *ARGS], cwd=project,
+                          capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith("error: scores/polychromic/seed2.jsonl: no such file")
+    assert not (project / "out").exists()
+
+
+@pytest.mark.parametrize("path,content,message", [
+    ("comparison.json", comparison() | {"seeds": [1]}, "made for domain 'replies', seeds"),
+    ("comparison.json", comparison() | {"reference": "judge"}, r"system\(s\) \['judge'\]"),
+    ("comparison.json", comparison() | {"comparisons": None}, "'comparisons'"),
+    ("scores/baseline/seed1.jsonl", scores((4, 5))[0], "seed1.jsonl: tweet_id t0: needs"),
+])
+def test_bad_input_is_refused_and_writes_nothing(project, path, content, message):
+    (project / path).write_text(json.dumps(content))
+    with pytest.raises(UserError, match=message):
+        report.main(ARGS)
+    assert not (project / "out").exists()
+
+
+def exp_show():  # Table 2: a trimmed recording of `dvc exp show --json -A`
+    return json.loads((FIXTURES / "exp_show.json").read_text())
+
+
+def test_ablation_rows_from_recorded_exp_show():
+    rows = ablations.exp_rows(exp_show(), "replies")
+    # the workspace equals HEAD (dropped); the older commit without experiments is skipped
+    assert [r["name"] for r in rows] == ["main", "0d06e7d", "osmic-ears", "muzzy-kaka",
+                                         "acerb-cant", "muggy-alto"]
+    assert [r["commit"] for r in rows] == ["032d025"] + ["0d06e7d"] * 5
+    params, others, metrics = ablations.columns(rows)
+    assert params == ["polychromic.diversity_weight", "polychromic.n_generations",
+                      "polychromic.diversity_metric"]
+    assert others == []
+    assert metrics == ["self_bleu", "distinct_2", "semantic", "rouge_l", "pass@1", "pass@10",
+                       "semantic_vs_baseline", "semantic_vs_baseline_p"]
+    assert [[r["params"][k] for k in params] for r in rows] == [
+        [0.3, 3, "semantic"], [0.3, 3, "semantic"], [0.3, 3, "bleu"], [0.3, 5, "semantic"],
+        [1.0, 3, "semantic"], [0.1, 3, "semantic"]]
+    recorded = exp_show()[3]["experiments"][0]["revs"][0]["data"]["metrics"]
+    assert rows[2]["metrics"]["semantic"] == pytest.approx(
+        recorded["metrics/replies/polychromic.json"]["data"]["diversity"]["semantic"])
+    assert all(r["seeds"] == 1 for r in rows)
+    # comparison.json as read at each revision: Δ semantic vs baseline and its corrected p
+    comparisons = {rows[1]["rev"]: {"correction": "holm", "comparisons": [
+        {"metric": "semantic", "a": "polychromic", "b": "baseline", "mean_difference": 0.012,
+         "wilcoxon_p_holm": 0.0312}]}}
+    ablations.add_comparisons(rows, comparisons.get)
+    assert rows[1]["metrics"]["semantic_vs_baseline"] == 0.012
+    assert rows[1]["metrics"]["semantic_vs_baseline_p"] == 0.0312
+    assert "semantic_vs_baseline" not in rows[0]["metrics"]
+    md = ablations.table2(rows, "replies", tex=False)
+    assert "| Experiment | Commit | λ | N | diversity_metric | Seeds |" in md
+    assert " | 0.012 | 0.031 |" in md
+    tex = ablations.table2(rows, "replies", tex=True)
+    assert r"$\lambda$ & N & diversity\_metric" in tex and r"$\Delta$ semantic" in tex
+
+
+def test_ablation_rows_new_layout_queued_failed_and_changed_workspace():
+    data = exp_show()
+    data[0]["data"]["params"]["params.yaml"]["data"]["train"]["max_steps"] = 99
+    exp = data[3]["experiments"][3]["revs"][0]["data"]
+    old = exp["metrics"].pop("metrics/replies/polychromic.json")["data"]
+    for seed, shift in [(1, 0.0), (2, 0.1)]:
+        new = copy.deepcopy(old)
+        new["diversity"]["semantic"] = 0.5 + shift
+        exp["metrics"][f"metrics/replies/polychromic/seed{seed}.json"] = {"data": new}
+    exp["metrics"]["metrics/other/polychromic/seed1.json"] = {"data": old}  # another domain
+    queued, failed = (copy.deepcopy(data[3]["experiments"][0]) for _ in range(2))
+    queued.update(name="waiting", executor={"state": "queued"})
+    failed.update(name="broken", executor={"state": "failed"})
+    failed["revs"][0].update(data=None, error={"type": "ReproductionError", "msg": "boom"})
+    data[3]["experiments"] += [queued, failed]
+    rows = {r["name"]: r for r in ablations.exp_rows(data, "replies")}
+    assert "waiting" not in rows and rows["broken"]["note"] == "boom"
+    assert rows["broken"]["metrics"] == {} and rows["broken"]["seeds"] == 0
+    assert rows["muggy-alto"]["seeds"] == 2
+    assert rows["muggy-alto"]["metrics"]["semantic"] == pytest.approx(0.55)
+    assert rows["workspace"]["commit"] == "032d025"
+    table = ablations.table2(list(rows.values()), "replies", tex=False)
+    assert "| workspace | 032d025 | 0.3 | 3 | semantic | train.max_steps=99 |" in table
+    assert "| broken (boom) |" in table and "| – |" in table
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"rev": "workspace"}, "non-empty list"),
+    ([], "non-empty list"),
+    ([{"rev": "workspace", "data": None}, "oops"], "entry 1"),
+    ([{"rev": "w", "data": None, "experiments": [{"name": "x"}]}], "'revs' list"),
+    ([{"rev": "w", "data": {"params": [], "metrics": {}}}], "'params' and 'metrics'"),
+])
+def test_malformed_exp_show_is_an_error(data, message):
+    with pytest.raises(UserError, match=message):
+        ablations.exp_rows(data, "replies")
+
+
+def test_ablations_cli_on_a_saved_exp_show(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ablations.main(["--out", "out", "--domain", "replies",
+                    "--exp-show", str(FIXTURES / "exp_show.json")])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "table2.json", "table2.md", "table2.tex"]
+    assert "| muggy-alto | 0d06e7d | 0.1 | 3 |" in (tmp_path / "out" / "table2.md").read_text()
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UserError, match="bad.json"):
+        ablations.main(["--out", "out2", "--domain", "replies", "--exp-show", "bad.json"])
+    assert not (tmp_path / "out2").exists()
