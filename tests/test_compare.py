@@ -161,10 +161,18 @@ def test_main_writes_comparison_and_rejects_too_few_resamples(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     argv = ["--domain", "replies", "--scores", "scores", "--judge", "judge.json",
-            "--out", "out/comparison.json"]
+            "--summary", "out/headline.json", "--out", "out/comparison.json"]
     run_main(compare.main, argv)
     written = json.loads((tmp_path / "out/comparison.json").read_text())
     assert written["judge"] is None and written["verdict"]["strong"]["met"] is False
+    summary = json.loads((tmp_path / "out/headline.json").read_text())
+    semantic = next(c for c in written["comparisons"]
+                    if c["metric"] == "semantic" and c["b"] == "baseline")
+    assert summary["polychromic_vs_baseline"]["semantic"] == {
+        "difference": semantic["mean_difference"], "d_z": semantic["cohens_dz"],
+        "p": semantic["wilcoxon_p_holm"]}
+    assert summary["verdict"] == {"minimum": written["verdict"]["minimum"]["met"],
+                                  "strong": False}
 
     params["compare"]["resamples"] = 999
     (tmp_path / "params.yaml").write_text(json.dumps(params))

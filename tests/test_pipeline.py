@@ -102,6 +102,8 @@ def test_dvc_repro_tiny_configuration(tmp_path, tiny_model_dir):
     assert comparison["seeds"] == [42] and comparison["n_prompts"] == 3
     assert {c["b"] for c in comparison["comparisons"]} == {"baseline", "zero_shot", "few_shot"}
     assert comparison["judge"] is None
+    headline = json.loads((repo / "metrics/replies/headline.json").read_text())
+    assert set(headline["polychromic_vs_baseline"]) >= {"semantic", "pass@10", "rouge_l"}
     assert json.loads((repo / "metrics/replies/judge.json").read_text())["enabled"] is False
     table = (repo / "metrics/report/replies/table1.md").read_text()
     assert all(system in table for system in systems)

@@ -235,6 +235,24 @@ def compare_domain(scores_dir: Path, systems: list[str], seeds: list[int], ks: l
     }
 
 
+HEADLINE = ("semantic", "self_bleu", "distinct_2", "rouge_l", "bertscore_f1", "log_perplexity",
+            "pass@1", "pass@10")
+
+
+def headline(result: dict, config: CompareConfig) -> dict:
+    """The few numbers `dvc metrics show/diff` print: polychromic vs LoRA on the headline
+    metrics (difference, d_z, corrected Wilcoxon p) and the verdict. comparison.json has all."""
+    vs_lora = {}
+    for c in result["comparisons"]:
+        if c["b"] == config.lora_system and c["metric"] in HEADLINE:
+            vs_lora[c["metric"]] = {"difference": c.get("mean_difference"),
+                                    "d_z": c.get("cohens_dz"),
+                                    "p": c.get(f"wilcoxon_p_{config.correction}")}
+    return {f"{config.reference}_vs_{config.lora_system}": vs_lora,
+            "verdict": {level: result["verdict"][level]["met"]
+                        for level in ("minimum", "strong")}}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__ + "\nparams.yaml compare:\n"
                                      + help_text(CompareConfig),
@@ -243,7 +261,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scores", required=True,
                         help="directory of per-prompt scores: <system>/seed<S>.jsonl")
     parser.add_argument("--judge", required=True, help="the judge stage's metrics JSON")
-    parser.add_argument("--out", required=True, help="comparison JSON to write")
+    parser.add_argument("--out", required=True, help="comparison JSON to write (everything)")
+    parser.add_argument("--summary", required=True,
+                        help="headline metrics JSON to write (for dvc metrics show/diff)")
     args = parser.parse_args(argv)
     params = read_params()
     config = load_section(CompareConfig, params, "compare")
@@ -273,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
                              | {f"verdict.{level}": float(result["verdict"][level]["met"])
                                 for level in ("minimum", "strong")})
     write_json(args.out, result)
+    write_json(args.summary, headline(result, config))
     main_result = next(c for c in result["comparisons"] if c["metric"] ==
                        config.diversity_metric and c["b"] == config.lora_system)
     print(f"{args.domain}: {config.diversity_metric} {config.reference} - {config.lora_system} "

@@ -166,17 +166,6 @@ def evaluate(rows: list[dict], val: list[dict], domain_name: str, config: Evalua
     summary["checker"] = {"name": config.checker, "threshold": threshold,
                           "pass_rate": sum(s["passed"] for s in scores)
                           / sum(s["n"] for s in scores)}
-    summary["definitions"] = {
-        "self_bleu": f"nltk sentence_bleu, each sample vs the other n-1, n-grams 1..."
-                     f"{config.self_bleu_order} uniform weights, smoothing method1",
-        "distinct_n": "unique n-grams / all n-grams, pooled over a prompt's n samples",
-        "semantic": "mean pairwise 1 - cosine of the samples' sentence embeddings",
-        "quality": "first sample vs the best human reply; perplexity of the human replies "
-                   "(log_perplexity: nats/token per prompt, averaged; perplexity: exp of "
-                   "that, the geometric mean over prompts)",
-        "bertscore_f1": f"bert-score, {config.bertscore_model}, layer "
-                        f"{config.bertscore_layers}, unrescaled",
-    }
     return summary, scores
 
 

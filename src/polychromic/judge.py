@@ -51,7 +51,7 @@ CRITERIA = ("engagement", "relevance", "creativity", "naturalness", "overall")
 CHOICES = ("A", "B", "tie")
 KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 GENERATION_FIELDS = {"tweet_id": str, "prompt": str, "samples": list}
-DISABLED_REASON = "judge.enabled is false (set it and ANTHROPIC_API_KEY to run the judge)"
+DISABLED_REASON = "judge.enabled is false"  # short: `dvc metrics show` prints it
 FENCE = re.compile(r"\A```(?:json)?[ \t]*\n(.*?)\n?```\Z", re.S)
 REFUSAL = re.compile(r"\b(I can(no|')t|I'm (not able|unable)|I am (not able|unable)|I won't|"
                      r"I will not|I (must|have to) decline)\b", re.I)
