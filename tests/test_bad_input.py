@@ -136,3 +136,17 @@ def test_evaluate_names_the_bad_generation_line(tmp_path):
     args[args.index("baseline")] = "ten_shot"
     result = run_stage(tmp_path, "evaluate", args, default_params())
     assert_one_line_error(result, "'systems' names unknown system 'ten_shot'")
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"train": {}}, "'train.seeds' must be a non-empty list of distinct int"),
+    ({"train": {"seeds": [1, 1]}}, "'train.seeds' must be a non-empty list of distinct int"),
+    ({"train": {"seeds": [True]}}, "'train.seeds' must be a non-empty list of distinct int"),
+    ({"train": [42]}, "'train.seeds' must be a non-empty list of distinct int"),
+])
+def test_param_list_names_the_dotted_key(params, message):
+    from polychromic.config import param_list
+
+    with pytest.raises(UserError, match=message):
+        param_list(params, "train.seeds", int)
+    assert param_list({"train": {"seeds": [42, 7]}}, "train.seeds", int) == [42, 7]

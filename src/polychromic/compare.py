@@ -32,7 +32,15 @@ from pathlib import Path
 import numpy as np
 
 from polychromic import stats
-from polychromic.config import UserError, help_text, load_section, read_params, require, run_main
+from polychromic.config import (
+    UserError,
+    help_text,
+    load_section,
+    param_list,
+    read_params,
+    require,
+    run_main,
+)
 from polychromic.evaluate import metric_table
 from polychromic.io import read_jsonl, write_json
 
@@ -267,11 +275,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = read_params()
     config = load_section(CompareConfig, params, "compare")
-    seeds = params.get("train", {}).get("seeds")
-    require(isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds),
-            "train.seeds", "must be a non-empty list of ints")
-    systems = params.get("systems")
-    require(isinstance(systems, list) and systems, "systems", "must be a non-empty list")
+    seeds = param_list(params, "train.seeds", int)
+    systems = param_list(params, "systems", str)
     ks = params.get("evaluate", {}).get("ks", [1, 3, 5, 10])
     try:
         judge = json.loads(Path(args.judge).read_text())

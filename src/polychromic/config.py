@@ -114,6 +114,18 @@ def require(condition: bool, key: str, message: str) -> None:
         raise UserError(f"{PARAMS_FILE}: '{key}' {message}")
 
 
+def param_list(params: dict[str, Any], key: str, kind: type) -> list:
+    """The non-empty list of distinct `kind` values at dotted `key` ('train.seeds', 'systems'):
+    for stages that read another stage's section without owning it."""
+    value: Any = params
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    require(isinstance(value, list) and len(value) > 0 and len(set(value)) == len(value)
+            and all(type(v) is kind for v in value), key,
+            f"must be a non-empty list of distinct {kind.__name__} values")
+    return value
+
+
 def help_text(cls: type) -> str:
     """One line per field: name, default and help, for `--help` output and the README."""
     lines = []

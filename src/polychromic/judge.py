@@ -43,7 +43,15 @@ from pathlib import Path
 
 from scipy.stats import binomtest
 
-from polychromic.config import UserError, help_text, load_section, read_params, require, run_main
+from polychromic.config import (
+    UserError,
+    help_text,
+    load_section,
+    param_list,
+    read_params,
+    require,
+    run_main,
+)
 from polychromic.domains import get_domain
 from polychromic.io import read_jsonl, write_json, write_jsonl
 
@@ -296,13 +304,6 @@ def summarize(records: list[dict], names: tuple[str, str]) -> dict:
                               "first_slot_rate": rate, "binomial_p": p}}
 
 
-def train_seeds(params: dict) -> list[int]:
-    train = params.get("train")
-    seeds = train.get("seeds") if isinstance(train, dict) else None
-    require(isinstance(seeds, list) and len(seeds) > 0 and len(set(seeds)) == len(seeds)
-            and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds),
-            "train.seeds", "must be a non-empty list of distinct ints")
-    return seeds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -329,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     api_key = os.environ.get(KEY_ENV[config.backend])
     if not api_key:
         raise UserError(f"judge.enabled is true but {KEY_ENV[config.backend]} is not set")
-    seeds = train_seeds(params)
+    seeds = param_list(params, "train.seeds", int)
     pairs = load_pairs(args.a, args.b, seeds, config.max_prompts)
     records, hits = judge_pairs(pairs, config, make_caller(config, api_key), names)
     summary = summarize(records, names)

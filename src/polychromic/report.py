@@ -16,7 +16,15 @@ from itertools import accumulate, groupby
 from pathlib import Path
 from typing import Any
 
-from polychromic.config import UserError, help_text, load_section, read_params, require, run_main
+from polychromic.config import (
+    UserError,
+    help_text,
+    load_section,
+    param_list,
+    read_params,
+    require,
+    run_main,
+)
 from polychromic.io import atomic_path, read_jsonl
 from polychromic.metrics import pass_at_k
 
@@ -269,10 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = read_params()
     config = load_section(ReportConfig, params, "report")
-    systems, seeds = params.get("systems"), (params.get("train") or {}).get("seeds")
-    for key, value, kind in (("systems", systems, str), ("train.seeds", seeds, int)):
-        require(isinstance(value, list) and len(value) > 0 and all(type(v) is kind for v in value),
-                key, f"must be a non-empty list of {kind.__name__}")
+    systems, seeds = param_list(params, "systems", str), param_list(params, "train.seeds", int)
     # read, check and render everything, then write: an error leaves no output behind
     comparison = read_comparison(args.comparison, args.domain, systems, seeds)
     scores = read_runs(args.scores, systems, seeds, SCORE_FIELDS)
