@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One thread per worker (and per stage it starts): the workers already fill the cores,
+    # and tiny models gain nothing from more threads but contention.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    """The end-to-end runs (marker `e2e`, minutes each) start first, spread evenly over the
+    list: pytest-xdist's worksteal scheduler gives each worker a contiguous share of it, so
+    each e2e run starts at once on a worker of its own."""
+    e2e = [item for item in items if item.get_closest_marker("e2e")]
+    rest = [item for item in items if not item.get_closest_marker("e2e")]
+    ordered = list(rest)
+    for j, item in enumerate(e2e):
+        ordered.insert(j * len(items) // len(e2e), item)
+    items[:] = ordered
 
 
 @pytest.fixture(scope="session")

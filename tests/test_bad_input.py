@@ -11,7 +11,7 @@ import yaml
 
 from polychromic.config import UserError, load_section
 from polychromic.io import atomic_path, read_jsonl
-from polychromic.train import TrainConfig
+from polychromic.training import TrainConfig
 from tests.conftest import REPO
 
 FIELDS = {"tweet_id": str, "tweet": str, "reply": str}
@@ -85,16 +85,29 @@ def assert_one_line_error(result, expected):
 
 def test_stage_bad_param_exits_with_one_line_and_writes_nothing(tmp_path):
     params = default_params()
-    params["data"]["val_fraction"] = 1.5
+    params["replies"]["data"]["val_fraction"] = 1.5
     result = run_stage(tmp_path, "prepare", ["--domain", "replies", "--out", "out"], params)
-    assert_one_line_error(result, "'data.val_fraction' must be in (0, 1)")
+    assert_one_line_error(result, "'replies.data.val_fraction' must be in (0, 1)")
     assert not (tmp_path / "out").exists()
 
 
-def test_unknown_domain(tmp_path):
+def test_unknown_domain_and_missing_domain_section(tmp_path):
     result = run_stage(tmp_path, "prepare", ["--domain", "poems", "--out", "out"],
                        default_params())
-    assert_one_line_error(result, "unknown domain 'poems'")
+    assert_one_line_error(result, "unknown domain 'poems' (known: code, replies)")
+    params = default_params()
+    del params["code"]
+    result = run_stage(tmp_path, "prepare", ["--domain", "code", "--out", "out"], params)
+    assert_one_line_error(result, "params.yaml: missing section 'code'")
+    params = default_params()
+    params["code"]["sandbox"] = {}
+    result = run_stage(tmp_path, "prepare", ["--domain", "code", "--out", "out"], params)
+    assert_one_line_error(result, "'code.sandbox' is not a domain section")
+    params = default_params()
+    params["code"]["checker"]["timeout_s"] = 0
+    result = run_stage(tmp_path, "prepare", ["--domain", "code", "--out", "out"], params)
+    assert_one_line_error(result, "'code.checker.timeout_s' must be > 0")
+    assert not (tmp_path / "out").exists()
 
 
 def test_generate_rejects_n_below_largest_k_and_unknown_system(tmp_path):
@@ -117,13 +130,16 @@ def test_base_model_unknown_path(tmp_path):
 
 
 def test_evaluate_names_the_bad_generation_line(tmp_path):
-    row = {"tweet_id": "a", "prompt": "hi", "references": ["hey"], "samples": ["yo"] * 10,
+    row = {"id": "a", "prompt": "hi", "references": ["hey"], "samples": ["yo"] * 10,
            "reference_nll": [3.0], "reference_tokens": [2]}
     write_lines(tmp_path / "gen.jsonl", [json.dumps(row), json.dumps({**row, "samples": []})])
-    write_lines(tmp_path / "val.jsonl", [json.dumps(GOOD)])
+    record = {"id": "a", "prompt": "hi", "references": ["hey"], "task": {}}
+    (tmp_path / "data").mkdir()
+    for split in ("test", "val"):
+        write_lines(tmp_path / "data" / f"{split}.jsonl", [json.dumps(record)])
     args = ["--domain", "replies", "--system", "baseline", "--seed", "1",
             "--generations", "gen.jsonl",
-            "--val", "val.jsonl", "--metrics", "m.json", "--scores", "s.jsonl"]
+            "--data", "data", "--metrics", "m.json", "--scores", "s.jsonl"]
     result = run_stage(tmp_path, "evaluate", args, default_params())
     assert_one_line_error(result, "gen.jsonl:2: 'samples' must be a non-empty list")
     write_lines(tmp_path / "gen.jsonl", [json.dumps({**row, "samples": ["yo"] * 3})])
@@ -132,6 +148,9 @@ def test_evaluate_names_the_bad_generation_line(tmp_path):
     write_lines(tmp_path / "gen.jsonl", [json.dumps({**row, "reference_tokens": [2, 3]})])
     result = run_stage(tmp_path, "evaluate", args, default_params())
     assert_one_line_error(result, "gen.jsonl:1: 'reference_nll' and 'reference_tokens' must")
+    write_lines(tmp_path / "gen.jsonl", [json.dumps({**row, "id": "elsewhere"})])
+    result = run_stage(tmp_path, "evaluate", args, default_params())
+    assert_one_line_error(result, "gen.jsonl:1: id 'elsewhere' is not in the prepared split")
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "s.jsonl").exists()
     args[args.index("baseline")] = "ten_shot"
     result = run_stage(tmp_path, "evaluate", args, default_params())

@@ -10,9 +10,14 @@ from scipy import stats as scipy_stats
 from polychromic import compare, stats
 from polychromic.compare import CompareConfig, compare_domain, verdict
 from polychromic.config import run_main
-from polychromic.evaluate import metric_table
+from polychromic.domains.replies import Replies
+from polychromic.metrics import metric_table as table_of
 
 KS = [1, 10]
+
+
+def metric_table(ks, domain=Replies):
+    return table_of(domain.quality_metrics, domain.domain_metrics, ks)
 SYSTEMS = ["zero_shot", "few_shot", "baseline", "polychromic"]
 
 
@@ -21,7 +26,7 @@ def write_scores(root, system, seed, values_by_metric, prompts):
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, prompt in enumerate(prompts):
-        row = {"tweet_id": prompt}
+        row = {"id": prompt}
         for metric in metric_table(KS):
             row[metric] = values_by_metric.get(metric, [0.5] * len(prompts))[i]
         rows.append(row)
@@ -57,7 +62,8 @@ def test_seed_average_and_system_summary_by_hand(tmp_path):
 
 def test_compare_domain_tests_seed_averaged_prompts_and_corrects_the_family(tmp_path):
     prompts = fixture(tmp_path)
-    result = compare_domain(tmp_path, SYSTEMS, [1, 2], KS, None, CompareConfig())
+    result = compare_domain(tmp_path, SYSTEMS, [1, 2], metric_table(KS), None,
+                            CompareConfig())
     assert result["n_prompts"] == len(prompts) and result["seeds"] == [1, 2]
     table = metric_table(KS)
     assert len(result["comparisons"]) == len(table) * 3
@@ -92,7 +98,7 @@ def test_prompts_must_match_across_systems(tmp_path):
     fixture(tmp_path, seeds=(1,))
     write_scores(tmp_path, "few_shot", 1, {}, ["p0", "other"])
     with pytest.raises(compare.UserError, match="few_shot/seed1.jsonl: holds other prompts"):
-        compare_domain(tmp_path, SYSTEMS, [1], KS, None, CompareConfig())
+        compare_domain(tmp_path, SYSTEMS, [1], metric_table(KS), None, CompareConfig())
 
 
 def comparison(metric, mean_difference, p, dz, ci, mean_a=0.6, mean_b=0.5):
@@ -150,6 +156,23 @@ def test_verdict_lower_is_better_diversity_metric_and_judge_not_measured():
     judge = result["strong"]["criteria"][3]
     assert judge["met"] is None and "not measured" in judge["criterion"]
     assert result["minimum"]["met"] and not result["strong"]["met"]
+
+
+def test_quality_metrics_the_domain_does_not_compute_are_not_applicable():
+    """On code, ROUGE-L and BERTScore are not computed: the verdict's comparable quality
+    rests on pass@1 alone, and says which criteria it left out."""
+    from polychromic.domains.code import Code
+
+    comparisons = [c for c in crafted() if c["metric"] not in ("rouge_l", "bertscore_f1")]
+    result = verdict(comparisons, metric_table(KS, Code), None, CompareConfig())
+    assert result["minimum"]["not_applicable"] == ["rouge_l", "bertscore_f1"]
+    assert [c["criterion"].split(" (")[1].split(":")[0] for c in result["minimum"][
+        "criteria"][3:]] == ["pass@1"]
+    assert result["minimum"]["met"]
+    failing = [comparison("pass@1", -0.05, 0.9, -0.3, [-0.08, -0.02], mean_b=0.2)]
+    worse = verdict([c for c in comparisons if c["metric"] != "pass@1"] + failing,
+                    metric_table(KS, Code), None, CompareConfig())
+    assert not worse["minimum"]["met"]
 
 
 def test_main_writes_comparison_and_rejects_too_few_resamples(tmp_path, monkeypatch, capsys):

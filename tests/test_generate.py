@@ -3,24 +3,28 @@
 import torch
 from transformers import AutoTokenizer
 
-from polychromic.domains import get_domain
-from polychromic.generate import (
-    GenerateConfig,
+from polychromic.domains.replies import Replies
+from polychromic.modeling import load_model, prompt_text
+from polychromic.sampling import (
+    cut_at_stop,
     generate_shared_prefix,
-    prompts_with_references,
     sample,
+    sampled_tokens_mask,
 )
-from polychromic.modeling import build_messages, load_model, prompt_text
 
-DOMAIN = get_domain("replies")
+DOMAIN = Replies("replies", {})
 PROMPTS = ["hi", "what are you doing this weekend? anything fun planned with the family?"]
+
+
+def record(prompt):
+    return {"id": prompt, "prompt": prompt, "references": ["ok"], "task": {}}
 
 
 def setup(tiny_model_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     tokenizer.padding_side = "left"
     model = load_model(tiny_model_dir).eval()
-    texts = [prompt_text(tokenizer, build_messages(DOMAIN, p)) for p in PROMPTS]
+    texts = [prompt_text(tokenizer, DOMAIN.messages(record(p))) for p in PROMPTS]
     return tokenizer, model, texts
 
 
@@ -53,36 +57,48 @@ def test_shared_prefix_generation_equals_plain_generate(tiny_model_dir):
 
 def test_sample_returns_n_samples_per_prompt_reproducibly(tiny_model_dir):
     tokenizer, model, texts = setup(tiny_model_dir)
-    config = GenerateConfig(n=4, max_new_tokens=5)
-    first = sample(model, tokenizer, texts, config, seed=1)
+    settings = {"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 5}
+    first = sample(model, tokenizer, texts, 4, **settings, seed=1)
     assert [len(s) for s in first] == [4, 4]
-    assert sample(model, tokenizer, texts, config, seed=1) == first
-    assert sample(model, tokenizer, texts, config, seed=2) != first
+    assert sample(model, tokenizer, texts, 4, **settings, seed=1) == first
+    assert sample(model, tokenizer, texts, 4, **settings, seed=2) != first
 
 
-def test_test_prompts_groups_references_in_file_order():
-    records = [{"tweet_id": "b", "tweet": "B", "reply": "b1"},
-               {"tweet_id": "a", "tweet": "A", "reply": "a1"},
-               {"tweet_id": "b", "tweet": "B", "reply": "b2"}]
-    assert prompts_with_references(records, 5) == [
-        {"tweet_id": "b", "prompt": "B", "references": ["b1", "b2"]},
-        {"tweet_id": "a", "prompt": "A", "references": ["a1"]}]
-    assert len(prompts_with_references(records, 1)) == 1
+def test_stop_strings_end_samples_and_are_not_part_of_them(tiny_model_dir):
+    """A stop string (a word the unstopped sample goes on to write, same seed) ends the
+    sample and is cut off; the trainer's token mask keeps exactly the tokens up to the end of
+    the stop string, or up to the end-of-turn token."""
+    tokenizer, model, texts = setup(tiny_model_dir)
+    settings = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 8}
+    free = sample(model, tokenizer, texts, 2, **settings, seed=0)
+    stop = free[0][0].split()[1]  # a word the sample goes on to write
+    stopped = sample(model, tokenizer, texts, 2, **settings, stop=[stop], seed=0)
+    assert stopped[0][0] == free[0][0][:free[0][0].index(stop)].strip()
+    assert all(stop not in s for samples in stopped for s in samples)
+    assert cut_at_stop("a```b```", ["```"]) == "a" and cut_at_stop("ab", ["```"]) == "ab"
+
+    ids = tokenizer(" x y```z w", add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    completions = torch.tensor([ids + [eos, eos], ids[:2] + [eos] + [eos] * (len(ids) - 1)])
+    keep = sampled_tokens_mask(tokenizer, completions, ["```"])
+    through_fence = next(t for t in range(1, len(ids) + 1)
+                         if "```" in tokenizer.decode(ids[:t]))
+    assert keep[0].tolist() == [True] * through_fence + [False] * (len(ids) + 2 - through_fence)
+    assert keep[1].tolist() == [True] * 3 + [False] * (len(ids) - 1)  # up to its end token
 
 
 def test_reference_nll_matches_the_models_own_loss(tiny_model_dir):
     """Summed NLL / tokens of each reference (batched, right-padded together with a longer
     one) equals the model's own cross-entropy on that reference alone with the prompt masked,
     so exp of it is the reference's perplexity."""
-    from polychromic.generate import reference_nll
     from polychromic.modeling import encode_example
+    from polychromic.sampling import continuation_nll
 
-    tokenizer, model, _ = setup(tiny_model_dir)
-    messages = build_messages(DOMAIN, PROMPTS[1])
+    tokenizer, model, texts = setup(tiny_model_dir)
     references = ["sounds fun!", "not much, just a quiet weekend at home with a good book"]
-    nll, tokens = reference_nll(model, tokenizer, messages, references)
+    nll, tokens = continuation_nll(model, tokenizer, texts[1], references)
     for reference, total, count in zip(references, nll, tokens, strict=True):
-        example = encode_example(tokenizer, messages, reference, max_length=1000)
+        example = encode_example(tokenizer, texts[1], reference, max_length=1000)
         assert count == sum(label != -100 for label in example["labels"])
         with torch.inference_mode():
             loss = model(input_ids=torch.tensor([example["input_ids"]]),

@@ -21,8 +21,8 @@ import yaml
 from scipy.stats import binomtest
 
 from polychromic.config import UserError, load_section, run_main
+from polychromic.domains.replies import JUDGE
 from polychromic.judge import (
-    CRITERIA,
     DISABLED_REASON,
     JudgeConfig,
     a_goes_first,
@@ -31,6 +31,7 @@ from polychromic.judge import (
     proportion,
 )
 
+CRITERIA = JUDGE.criteria
 KEY = "sk-test-SECRET-123"
 SECTION = re.compile(r"<(message|reply_a|reply_b)>\n(.*?)\n</\1>", re.S)
 
@@ -139,7 +140,7 @@ def setup(root: Path, messages: list[str], judge: dict, seeds=(42,)) -> list[str
         folder = root / "gen" / system
         folder.mkdir(parents=True, exist_ok=True)
         for seed in seeds:
-            rows = [{"tweet_id": f"t{i:02d}", "prompt": f"{message} #{i}", "references": ["r"],
+            rows = [{"id": f"t{i:02d}", "prompt": f"{message} #{i}", "references": ["r"],
                      "system": system, "samples": [f"{marker} reply {i}", f"{other} decoy"]}
                     for i, message in enumerate(messages)]
             (folder / f"seed{seed}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -194,7 +195,7 @@ def test_counts_statistics_mapping_and_secrecy(tmp_path, monkeypatch, api, mlflo
     assert {c: (s["wins"], s["losses"], s["ties"]) for c, s in metrics["criteria"].items()} \
         == expected
 
-    assert [r["tweet_id"] for r in records] == [f"t{i:02d}" for i in range(len(SCENARIO))]
+    assert [r["id"] for r in records] == [f"t{i:02d}" for i in range(len(SCENARIO))]
     by_message = dict(zip(SCENARIO, records, strict=True))  # the last of repeated kinds
     assert by_message["fenced"]["winners"] == dict.fromkeys(CRITERIA, "polychromic")
     assert by_message["base"]["winners"]["overall"] == "baseline"
@@ -270,11 +271,21 @@ def test_order_is_seeded_reproducible_and_balanced(tmp_path, monkeypatch, api, m
     config = enable(tmp_path, monkeypatch, api, mlflow_db) | {"max_prompts": 3, "seed": 7}
     main(setup(tmp_path, ["poly"] * 5, config, seeds=(1, 2)))
     records = outputs(tmp_path)[1]
-    assert [(r["seed"], r["tweet_id"]) for r in records] == [
+    assert [(r["seed"], r["id"]) for r in records] == [
         (s, f"t{i:02d}") for s in (1, 2) for i in range(3)]
     assert [r["a_system_position"] for r in records] == [
-        "A" if a_goes_first(7, r["seed"], r["tweet_id"]) else "B" for r in records]
+        "A" if a_goes_first(7, r["seed"], r["id"]) else "B" for r in records]
     assert all(r["winners"]["overall"] == "polychromic" for r in records)
+
+
+def test_a_domain_without_a_rubric_is_not_judged(tmp_path, monkeypatch, api, mlflow_db):
+    """code has no judge rubric (its samples are run): enabled or not, nothing is called."""
+    config = enable(tmp_path, monkeypatch, api, mlflow_db)
+    argv = setup(tmp_path, ["poly"], config)
+    main([*argv[:1], "code", *argv[2:]])
+    assert json.loads((tmp_path / "out/judge.json").read_text()) == {
+        "enabled": False, "reason": "the domain has no judge rubric"}
+    assert api.requests == []
 
 
 def test_disabled_writes_the_reason_and_calls_nothing(tmp_path, monkeypatch, api):
@@ -291,7 +302,7 @@ def test_disabled_writes_the_reason_and_calls_nothing(tmp_path, monkeypatch, api
 @pytest.mark.parametrize("change,message", [
     ("no key", "error: judge.enabled is true but ANTHROPIC_API_KEY is not set"),
     ("missing seed", "gen/polychromic/seed7.jsonl: no such file"),
-    ("other ids", "hold different tweet_ids (e.g. ['t00', 't01'])"),
+    ("other ids", "hold different ids (e.g. ['t00', 't01'])"),
     ("no openai", "judge.backend is 'openai' but the `openai` package is not installed"),
     ("all fail", "all 1 judge requests failed (InternalServerError"),
     ("unauthorized", "the judge API rejected the request (AuthenticationError: Error code: 401"),
@@ -311,7 +322,7 @@ def test_bad_setups_exit_2_and_write_nothing(tmp_path, monkeypatch, api, mlflow_
             {"train": {"seeds": [42, 7]}, "judge": config}))
     if change == "other ids":
         (tmp_path / "gen/baseline/seed42.jsonl").write_text(json.dumps(
-            {"tweet_id": "t01", "prompt": "poly", "samples": ["x"]}) + "\n")
+            {"id": "t01", "prompt": "poly", "samples": ["x"]}) + "\n")
     if change == "no openai":
         monkeypatch.setenv("OPENAI_API_KEY", KEY)
         monkeypatch.setitem(sys.modules, "openai", None)  # import openai -> ImportError
@@ -355,7 +366,7 @@ def test_openai_backend(tmp_path, monkeypatch, api, mlflow_db):
     ("", False),
 ])
 def test_parse_answer_is_strict(text, parsed):
-    assert (parse_answer(text) is not None) == parsed
+    assert (parse_answer(text, CRITERIA) is not None) == parsed
 
 
 def test_proportion_wilson_and_undefined():

@@ -148,3 +148,21 @@ def test_bertscore_matches_greedy_matching_by_hand():
 def test_mean_defined_counts_undefined():
     assert metrics.mean_defined([1.0, None, 3.0]) == (2.0, 1)
     assert metrics.mean_defined([None]) == (None, 1)
+
+
+def test_embedder_equals_sentence_transformers():
+    """The embedder computes MiniLM's mean pooling with plain transformers (importing
+    sentence-transformers costs ~10 s per stage); the vectors are sentence-transformers'."""
+    from sentence_transformers import SentenceTransformer
+
+    from polychromic.embedding import Embedder, model_directory
+
+    directory = model_directory("embedded:all-minilm-l6-v2", "test")
+    texts = ["hi", "", "def add(a, b):\n    return a + b", "word " * 400,  # truncated at 256
+             "what are you doing this weekend? anything fun planned?"] * 15  # > one batch
+    fast = Embedder("embedded:all-minilm-l6-v2", "test")
+    assert fast.model is not None  # the plain path, not sentence-transformers
+    reference = SentenceTransformer(directory, device="cpu").encode(
+        texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True)
+    np.testing.assert_allclose(fast(texts), reference, atol=2e-5)
+    assert np.allclose(np.linalg.norm(fast(texts[:3]), axis=1), 1.0)

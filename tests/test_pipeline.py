@@ -1,5 +1,6 @@
-"""End to end: `dvc repro` of a tiny configuration in a temporary copy of the repository,
-then `dvc exp run --temp`, checking the metrics files and the MLflow runs they produced."""
+"""End to end: `dvc repro` of a tiny configuration in a temporary copy of the repository, one
+domain per test (so that pytest-xdist runs them side by side), checking the metrics files
+and the MLflow runs they produced; then `dvc exp run --temp` and a new seed."""
 
 import dataclasses
 import json
@@ -13,14 +14,15 @@ import yaml
 
 from tests.conftest import REPO
 
-COPIED = ["src", "dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore",
-          ".dvc/config", ".dvc/.gitignore"]
+COPIED = ["src", "data/raw", "dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore",
+          ".dvcignore", ".dvc/config", ".dvc/.gitignore"]
+SYSTEMS = ["zero_shot", "few_shot", "baseline", "polychromic"]
 
 
 def test_train_stage_tracks_every_train_key_but_seeds():
     """Listing keys (not the whole section) lets a new seed leave the other seeds cached; a
     key missing here would let a changed setting reuse a stale adapter."""
-    from polychromic.train import TrainConfig
+    from polychromic.training import TrainConfig
 
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]
     tracked = {p for p in stage["params"] if p.startswith("train.")}
@@ -33,6 +35,7 @@ def sh(cwd, *cmd, timeout=600):
            "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com"}
     env.pop("DVC_ROOT", None)
+    env.pop("MLFLOW_TRACKING_URI", None)  # mlflow.set_tracking_uri sets it in this process
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
                             timeout=timeout)
     tail = f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -40,17 +43,20 @@ def sh(cwd, *cmd, timeout=600):
     return result.stdout
 
 
-def tiny_params(model_dir):
+def tiny_params(model_dir, domains=("replies", "code")):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["domains"] = list(domains)
     params["base_model"]["source"] = str(model_dir)
-    params["data"].update(max_prompts=80)
+    params["replies"]["data"].update(max_prompts=80)
+    params["replies"]["sampling"].update(test_prompts=3, max_new_tokens=6)
+    params["replies"]["checker"].update(calibration_pairs=300)
+    params["code"]["sampling"].update(test_prompts=3, max_new_tokens=12)
     params["train"].update(max_steps=2, batch_size=2, eval_every=1, checkpoint_every=2,
-                           eval_examples=4, max_length=96, warmup_steps=0, logging_every=1)
+                           eval_examples=4, max_length=384, warmup_steps=0, logging_every=1)
     params["train"]["lora"].update(r=2, alpha=4)
-    params["generate"].update(n=10, max_prompts=3, max_new_tokens=6, batch_prompts=2)
+    params["generate"].update(n=10, batch_prompts=2)
     params["polychromic"].update(max_new_tokens=4, eval_prompts=2, eval_samples=2,
                                  generate_every=1)
-    params["evaluate"].update(calibration_pairs=300)
     return params
 
 
@@ -63,8 +69,8 @@ def mlflow_runs(repo):
              r.data.tags["git_commit"], r.data.metrics) for r in runs]
 
 
-@pytest.mark.slow
-def test_dvc_repro_tiny_configuration(tmp_path, tiny_model_dir):
+def tiny_repository(tmp_path, model_dir, domain):
+    """A git repository in `tmp_path` with the project's files and tiny params; its HEAD."""
     repo = tmp_path / "repo"
     for name in COPIED:
         source, target = REPO / name, repo / name
@@ -73,60 +79,18 @@ def test_dvc_repro_tiny_configuration(tmp_path, tiny_model_dir):
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, target)
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(tiny_model_dir)))
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(model_dir, [domain])))
     sh(repo, "git", "init", "-q")
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "tiny")
-    head = sh(repo, "git", "rev-parse", "HEAD").strip()
+    return repo, sh(repo, "git", "rev-parse", "HEAD").strip()
 
-    sh(repo, "dvc", "repro")
 
-    systems = ["zero_shot", "few_shot", "baseline", "polychromic"]
-    for system in systems:
-        result = json.loads((repo / f"metrics/replies/{system}/seed42.json").read_text())
-        assert result["system"] == system and result["n_prompts"] == 3
-        assert result["seed"] == 42 and result["n_samples"] == 10
-        assert set(result["passk"]) == {"pass@1", "pass@3", "pass@5", "pass@10"}
-        ordered = [result["passk"][f"pass@{k}"] for k in (1, 3, 5, 10)]
-        assert ordered == sorted(ordered) and all(0 <= p <= 1 for p in ordered)
-        assert {"self_bleu", "distinct_1", "distinct_2", "distinct_3", "semantic"} <= set(
-            result["diversity"])
-        for name in ("rouge_1", "rouge_2", "rouge_l", "bertscore_f1"):
-            assert 0 <= result["quality"][name] <= 1, name
-        assert result["quality"]["log_perplexity"] > 0
-        assert result["quality"]["perplexity"] == pytest.approx(
-            np.exp(result["quality"]["log_perplexity"]))
-        scores = (repo / f"data/scores/replies/{system}/seed42.jsonl").read_text().splitlines()
-        assert len(scores) == 3
-    comparison = json.loads((repo / "metrics/replies/comparison.json").read_text())
-    assert comparison["seeds"] == [42] and comparison["n_prompts"] == 3
-    assert {c["b"] for c in comparison["comparisons"]} == {"baseline", "zero_shot", "few_shot"}
-    assert comparison["judge"] is None
-    headline = json.loads((repo / "metrics/replies/headline.json").read_text())
-    assert set(headline["polychromic_vs_baseline"]) >= {"semantic", "pass@10", "rouge_l"}
-    assert json.loads((repo / "metrics/replies/judge.json").read_text())["enabled"] is False
-    table = (repo / "metrics/report/replies/table1.md").read_text()
-    assert all(system in table for system in systems)
-    assert (repo / "metrics/report/replies/table1.tex").is_file()
-    assert (repo / "metrics/report/replies/examples.md").is_file()
-    assert (repo / "plots/report/replies/passk.png").stat().st_size > 0
-    header = (repo / "plots/report/replies/passk.csv").read_text().splitlines()[0]
-    assert header.split(",") == ["k", *systems]
-    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json"))
-    assert shown, "dvc metrics show found nothing"
-    curves = repo / "plots/replies/train"
-    for name in ("train/loss", "eval/loss"):
-        assert (curves / f"baseline/seed42/plots/metrics/{name}.tsv").is_file()
-    for name in ("train/quality_loss", "train/diversity_score", "train/diversity_loss",
-                 "train/combined_loss", "train/learning_rate", "eval/loss", "eval/diversity"):
-        assert (curves / f"polychromic/seed42/plots/metrics/{name}.tsv").is_file(), name
-    summary = json.loads((curves / "polychromic/seed42/metrics.json").read_text())
-    assert set(summary["flags"]) == {"diversity_collapse", "overfitting"}
-
+def check_mlflow_runs(repo, head):
     runs = mlflow_runs(repo)
     assert sorted((stage, system) for stage, system, *_ in runs) == sorted(
         [("train", "baseline"), ("train", "polychromic"), ("compare", "polychromic")]
-        + [("evaluate", s) for s in systems])
+        + [("evaluate", s) for s in SYSTEMS])
     assert all(exp == "workspace" and commit == head for _, _, exp, commit, _ in runs)
     train_metrics = next(m for stage, system, _, _, m in runs
                          if (stage, system) == ("train", "polychromic"))
@@ -136,20 +100,22 @@ def test_dvc_repro_tiny_configuration(tmp_path, tiny_model_dir):
     evaluate_metrics = next(m for stage, _, _, _, m in runs if stage == "evaluate")
     assert "passk.pass_at_10" in evaluate_metrics
 
-    # A λ change in a temporary copy reruns only the polychromic stages (the baseline stays
-    # cached), and its runs land in the same MLflow store.
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-qm", "results")
-    out = sh(repo, "dvc", "exp", "run", "--temp", "-n", "lambda-probe",
-             "-S", "polychromic.diversity_weight=0.5")
-    assert "Running stage 'train@replies-polychromic-42'" in out
-    assert "Running stage 'train@replies-baseline-42'" not in out
-    assert "Running stage 'generate_prompted" not in out
-    temp_runs = [(stage, system) for stage, system, exp, *_ in mlflow_runs(repo)
-                 if exp == "lambda-probe"]
-    # evaluate reruns only if the new adapter's samples differ (on this tiny model they may not)
-    assert ("train", "polychromic") in temp_runs
-    assert {system for _, system in temp_runs} == {"polychromic"}
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_dvc_repro_replies_and_a_new_seed(tmp_path, tiny_model_dir):
+    repo, head = tiny_repository(tmp_path, tiny_model_dir, "replies")
+    sh(repo, "dvc", "repro")
+
+    check_domain_outputs(repo, "replies", SYSTEMS)
+    replies = json.loads((repo / "metrics/replies/polychromic/seed42.json").read_text())
+    assert {"rouge_1", "rouge_2", "rouge_l", "bertscore_f1", "log_perplexity"} <= set(
+        replies["quality"])
+    assert set(replies["domain"]) == {"well_formed"}
+    assert replies["checker"]["kind"] == "semantic" and replies["checker"]["threshold"] > 0
+    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json"))
+    assert shown, "dvc metrics show found nothing"
+    check_mlflow_runs(repo, head)
 
     # A second seed adds its own train/generate/evaluate runs and leaves seed 42 cached.
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -162,3 +128,77 @@ def test_dvc_repro_tiny_configuration(tmp_path, tiny_model_dir):
     for stage in ("train@replies-baseline-42", "generate_trained@replies-polychromic-42",
                   "evaluate@replies-zero_shot-42"):
         assert stage not in status, stage
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_dvc_repro_code_and_an_experiment(tmp_path, tiny_model_dir):
+    repo, head = tiny_repository(tmp_path, tiny_model_dir, "code")
+    sh(repo, "dvc", "repro")
+
+    check_domain_outputs(repo, "code", SYSTEMS)
+    code = json.loads((repo / "metrics/code/polychromic/seed42.json").read_text())
+    assert set(code["quality"]) == {"log_perplexity", "perplexity"}  # no ROUGE on code
+    assert set(code["domain"]) == {"parses", "tests_passed"}
+    assert code["checker"]["sandbox"] == "namespaces"
+    assert json.loads((repo / "metrics/code/judge.json").read_text())["reason"] == (
+        "the domain has no judge rubric")
+    verdict = json.loads((repo / "metrics/code/comparison.json").read_text())["verdict"]
+    assert verdict["minimum"]["not_applicable"] == ["rouge_l", "bertscore_f1"]
+    check_mlflow_runs(repo, head)
+
+    # A λ change in a temporary copy reruns only the polychromic stages (the baseline stays
+    # cached), and its runs land in the same MLflow store.
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "results")
+    out = sh(repo, "dvc", "exp", "run", "--temp", "-n", "lambda-probe",
+             "-S", "polychromic.diversity_weight=0.5")
+    assert "Running stage 'train@code-polychromic-42'" in out
+    assert "Running stage 'train@code-baseline-42'" not in out
+    assert "Running stage 'generate_prompted" not in out
+    temp_runs = [(stage, system) for stage, system, exp, *_ in mlflow_runs(repo)
+                 if exp == "lambda-probe"]
+    # evaluate reruns only if the new adapter's samples differ (on this tiny model they may not)
+    assert ("train", "polychromic") in temp_runs
+    assert {system for _, system in temp_runs} == {"polychromic"}
+
+
+def check_domain_outputs(repo, domain, systems):
+    for system in systems:
+        result = json.loads((repo / f"metrics/{domain}/{system}/seed42.json").read_text())
+        assert result["system"] == system and result["n_prompts"] == 3
+        assert result["seed"] == 42 and result["n_samples"] == 10
+        assert set(result["passk"]) == {"pass@1", "pass@3", "pass@5", "pass@10"}
+        ordered = [result["passk"][f"pass@{k}"] for k in (1, 3, 5, 10)]
+        assert ordered == sorted(ordered) and all(0 <= p <= 1 for p in ordered)
+        assert {"self_bleu", "distinct_1", "distinct_2", "distinct_3", "semantic"} <= set(
+            result["diversity"])
+        for name in ("rouge_1", "rouge_2", "rouge_l", "bertscore_f1"):
+            assert name not in result["quality"] or 0 <= result["quality"][name] <= 1, name
+        assert result["quality"]["log_perplexity"] > 0
+        assert result["quality"]["perplexity"] == pytest.approx(
+            np.exp(result["quality"]["log_perplexity"]))
+        scores = (repo / f"data/scores/{domain}/{system}/seed42.jsonl").read_text().splitlines()
+        assert len(scores) == 3
+    comparison = json.loads((repo / f"metrics/{domain}/comparison.json").read_text())
+    assert comparison["seeds"] == [42] and comparison["n_prompts"] == 3
+    assert {c["b"] for c in comparison["comparisons"]} == {"baseline", "zero_shot", "few_shot"}
+    assert comparison["judge"] is None
+    headline = json.loads((repo / f"metrics/{domain}/headline.json").read_text())
+    assert set(headline["polychromic_vs_baseline"]) >= {"semantic", "pass@10"}
+    assert json.loads((repo / f"metrics/{domain}/judge.json").read_text())["enabled"] is False
+    table = (repo / f"metrics/report/{domain}/table1.md").read_text()
+    assert all(system in table for system in systems)
+    assert (repo / f"metrics/report/{domain}/table1.tex").is_file()
+    assert (repo / f"metrics/report/{domain}/examples.md").is_file()
+    assert (repo / f"plots/report/{domain}/passk.png").stat().st_size > 0
+    header = (repo / f"plots/report/{domain}/passk.csv").read_text().splitlines()[0]
+    assert header.split(",") == ["k", *systems]
+    curves = repo / f"plots/{domain}/train"
+    for name in ("train/loss", "eval/loss"):
+        assert (curves / f"baseline/seed42/plots/metrics/{name}.tsv").is_file()
+    for name in ("train/quality_loss", "train/diversity_score", "train/diversity_loss",
+                 "train/combined_loss", "train/learning_rate", "eval/loss", "eval/diversity"):
+        assert (curves / f"polychromic/seed42/plots/metrics/{name}.tsv").is_file(), name
+    summary = json.loads((curves / "polychromic/seed42/metrics.json").read_text())
+    assert set(summary["flags"]) == {"diversity_collapse", "overfitting"}

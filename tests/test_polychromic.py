@@ -9,21 +9,25 @@ from transformers import AutoTokenizer, Trainer, TrainingArguments
 
 from polychromic import metrics
 from polychromic.config import UserError, load_section
-from polychromic.domains import get_domain
-from polychromic.modeling import PadCollator, build_messages, encode_example, load_model
+from polychromic.domains.replies import Replies
+from polychromic.modeling import PadCollator, encode_example, load_model, prompt_text
 from polychromic.polychromic_trainer import PolychromicConfig, PolychromicTrainer
-from polychromic.train import LoraSettings, add_lora
+from polychromic.training import LoraSettings, add_lora
 
-DOMAIN = get_domain("replies")
+DOMAIN = Replies("replies", {})
 PROMPTS = ["hi", "how are you", "what's up", "good morning", "any plans today?", "lol",
            "did you eat yet", "i'm bored"]
 
 
 @pytest.fixture(scope="module")
 def embedder():
-    from polychromic.embedding import Embedder
+    from polychromic.embedding import shared_embedder
 
-    return Embedder("embedded:all-minilm-l6-v2", "polychromic.embedding_model")
+    return shared_embedder("embedded:all-minilm-l6-v2", "polychromic.embedding_model")
+
+
+def chat(tokenizer, prompt):
+    return prompt_text(tokenizer, DOMAIN.messages({"prompt": prompt}))
 
 
 def setup(model_dir, reply="ok", **config):
@@ -31,7 +35,7 @@ def setup(model_dir, reply="ok", **config):
     lora = LoraSettings(r=8, alpha=16, dropout=0.0,
                         target_modules=["q_proj", "v_proj", "lm_head"])
     model = add_lora(load_model(model_dir), lora, seed=0)
-    data = [encode_example(tokenizer, build_messages(DOMAIN, p), reply, 96) for p in PROMPTS]
+    data = [encode_example(tokenizer, chat(tokenizer, p), reply, 96) for p in PROMPTS]
     polychromic = PolychromicConfig(**{"diversity_metric": "distinct", "distinct_n": 1,
                                        "max_new_tokens": 6, "eval_prompts": 1,
                                        "generate_every": 1, **config})
@@ -121,10 +125,8 @@ def test_training_changes_every_lora_weight_and_no_base_weight(untied_model_dir,
 
 
 def sampled_diversity(trainer, tokenizer, model, seed=0):
-    from polychromic.modeling import prompt_text
-
     tokenizer.padding_side = "left"
-    prompts = [prompt_text(tokenizer, build_messages(DOMAIN, p)) for p in PROMPTS]
+    prompts = [chat(tokenizer, p) for p in PROMPTS]
     encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     torch.manual_seed(seed)
     completions, _ = trainer.sample(model, encoded["input_ids"], encoded["attention_mask"], 6,

@@ -1,12 +1,12 @@
-"""The split: grouped by prompt, stratified by engagement quartile, deterministic."""
+"""The replies split: grouped by prompt, stratified by engagement quartile, deterministic."""
 
 import random
 from collections import Counter
 
 import pytest
 
-from polychromic.domains.replies import conversations_to_records, prompt_id
-from polychromic.prepare import DataConfig, prepare
+from polychromic.domains.replies import RepliesData, conversations_to_pairs, prompt_id
+from polychromic.domains.replies import split_records as split_replies
 
 
 def synthetic_records(n_prompts=400, seed=0):
@@ -14,20 +14,28 @@ def synthetic_records(n_prompts=400, seed=0):
     records = []
     for p in range(n_prompts):
         for r in range(rng.randint(1, 4)):  # several replies share one prompt
-            records.append({"tweet_id": f"p{p}", "tweet": f"prompt {p}", "reply": f"reply {p}.{r}",
+            records.append({"id": f"p{p}", "prompt": f"prompt {p}", "reply": f"reply {p}.{r}",
                             "engagement": rng.randint(0, 100)})
     return records
 
 
 def config(**overrides):
-    return DataConfig(**{"seed": 7, "max_prompts": 10_000, "max_replies_per_prompt": 10,
-                         **overrides})
+    return RepliesData(**{"seed": 7, "max_prompts": 10_000, "max_references": 10,
+                          **overrides})
+
+
+def prepare(records, data):
+    """The split as (prompt id, reference, stratum, engagement) rows, one per reference."""
+    return {name: [{"id": r["id"], "reply": ref, "stratum": r["task"]["stratum"],
+                    "engagement": r["task"]["engagement"]} for r in rows
+                   for ref in r["references"]]
+            for name, rows in split_replies(records, data).items()}
 
 
 def test_no_prompt_in_two_splits_and_nothing_lost():
     records = synthetic_records()
     splits = prepare(records, config())
-    ids = {name: {r["tweet_id"] for r in rows} for name, rows in splits.items()}
+    ids = {name: {r["id"] for r in rows} for name, rows in splits.items()}
     assert not ids["train"] & ids["val"]
     assert not ids["train"] & ids["test"]
     assert not ids["val"] & ids["test"]
@@ -36,7 +44,7 @@ def test_no_prompt_in_two_splits_and_nothing_lost():
 
 def test_split_fractions_and_strata_preserved():
     splits = prepare(synthetic_records(), config())
-    prompts = {name: {r["tweet_id"]: r["stratum"] for r in rows} for name, rows in splits.items()}
+    prompts = {name: {r["id"]: r["stratum"] for r in rows} for name, rows in splits.items()}
     total = sum(len(p) for p in prompts.values())
     assert len(prompts["val"]) / total == pytest.approx(0.1, abs=0.01)
     assert len(prompts["test"]) / total == pytest.approx(0.1, abs=0.01)
@@ -49,15 +57,17 @@ def test_split_fractions_and_strata_preserved():
 
 
 def test_strata_are_engagement_quartiles():
-    splits = prepare(synthetic_records(), config())
+    records = synthetic_records()
+    engagement = {}
+    for r in records:
+        engagement.setdefault(r["id"], []).append(r["engagement"])
+    splits = prepare(records, config())
     rows = [r for rows in splits.values() for r in rows]
-    mean = {}
-    for r in rows:
-        mean.setdefault(r["tweet_id"], []).append(r["engagement"])
     by_stratum = {}
     for r in rows:
-        by_stratum.setdefault(r["stratum"], []).append(sum(mean[r["tweet_id"]])
-                                                       / len(mean[r["tweet_id"]]))
+        mean = sum(engagement[r["id"]]) / len(engagement[r["id"]])
+        assert r["engagement"] == pytest.approx(mean)  # the record keeps its prompt's mean
+        by_stratum.setdefault(r["stratum"], []).append(mean)
     for low, high in [(0, 1), (1, 2), (2, 3)]:
         assert max(by_stratum[low]) <= min(by_stratum[high])
 
@@ -69,18 +79,18 @@ def test_deterministic_under_seed_and_seed_matters():
 
 
 def test_max_prompts_samples_whole_prompts_per_stratum():
-    splits = prepare(synthetic_records(), config(max_prompts=100, max_replies_per_prompt=2))
-    prompts = {r["tweet_id"] for rows in splits.values() for r in rows}
+    splits = prepare(synthetic_records(), config(max_prompts=100, max_references=2))
+    prompts = {r["id"] for rows in splits.values() for r in rows}
     assert len(prompts) == 100
-    per_prompt = Counter(r["tweet_id"] for rows in splits.values() for r in rows)
+    per_prompt = Counter(r["id"] for rows in splits.values() for r in rows)
     assert max(per_prompt.values()) <= 2
 
 
 def test_length_filters():
-    records = synthetic_records(40) + [{"tweet_id": "long", "tweet": "x" * 500, "reply": "ok",
+    records = synthetic_records(40) + [{"id": "long", "prompt": "x" * 500, "reply": "ok",
                                         "engagement": 1}]
     splits = prepare(records, config(max_prompt_chars=100))
-    assert "long" not in {r["tweet_id"] for rows in splits.values() for r in rows}
+    assert "long" not in {r["id"] for rows in splits.values() for r in rows}
 
 
 def test_chitchat_conversion_drops_one_turn_conversations():
@@ -91,9 +101,9 @@ def test_chitchat_conversion_drops_one_turn_conversations():
         "one": {"messages": [turn("a", "hello", "anyone?")]},
         "three": {"messages": [turn("a", "hi"), turn("b", "hey", "what's up"), turn("a", "Hi")]},
     }
-    records = conversations_to_records(conversations)
-    assert [(r["tweet"], r["reply"]) for r in records] == [("hi", "hey what's up"),
-                                                           ("hey what's up", "Hi")]
+    records = conversations_to_pairs(conversations)
+    assert [(r["prompt"], r["reply"]) for r in records] == [("hi", "hey what's up"),
+                                                            ("hey what's up", "Hi")]
     # engagement proxy: turns the conversation still ran after the reply
     assert [r["engagement"] for r in records] == [1, 0]
     # identical prompt texts (up to case and spaces) share one prompt id

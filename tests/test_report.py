@@ -102,7 +102,7 @@ def test_table1_text_markdown_with_verdict_and_latex():
 
 
 def scores(*rows):
-    return [{"tweet_id": f"t{i}", "n": n, "passed": c} for i, (n, c) in enumerate(rows)]
+    return [{"id": f"t{i}", "n": n, "passed": c} for i, (n, c) in enumerate(rows)]
 
 
 def test_passk_curves_are_means_of_the_unbiased_estimator():
@@ -119,7 +119,7 @@ def test_passk_curves_are_means_of_the_unbiased_estimator():
 
 
 def generations(system, ids, n=3):
-    return [{"tweet_id": t, "prompt": f"prompt {t} | with\na newline", "references": [f"ref {t}"],
+    return [{"id": t, "prompt": f"prompt {t} | with a pipe", "references": [f"ref {t}"],
              "system": system, "samples": [f"{system} {t} sample {j}" for j in range(n)]}
             for t in ids]
 
@@ -141,9 +141,21 @@ def test_examples_are_seeded_from_common_prompts_and_escaped():
     assert set(chosen_ids(report.examples_markdown(shuffled, config, "x"))) == set(chosen)
     assert len({tuple(chosen_ids(report.examples_markdown(
         gens, report.ReportConfig(3, 2, seed), "replies"))) for seed in range(8)}) > 1
-    assert rf"**Prompt:** prompt {chosen[0]} \| with<br>a newline" in first  # escaped
+    assert rf"prompt {chosen[0]} \| with a pipe" in first  # escaped
     assert "| # | baseline | polychromic |\n" in first and "| 2 | baseline" in first
     assert "sample 2" not in first  # 2 samples per system
+
+
+def test_multiline_samples_are_fenced_blocks_not_table_cells():
+    """Code samples keep their lines: each is a fenced block whose fence is longer than any
+    run of backticks inside, and the prompt and reference likewise."""
+    rows = [{"id": "p", "prompt": "def f():\n    pass", "references": ["x = 1\ny = 2"],
+             "samples": ["def f():\n    return 1", "print('```')\n"]}]
+    text = report.examples_markdown({"baseline": rows}, report.ReportConfig(1, 2, 0), "code")
+    assert "```\ndef f():\n    return 1\n```" in text
+    assert "````\nprint('```')\n\n````" in text
+    assert "```\ndef f():\n    pass\n```" in text and "```\nx = 1\ny = 2\n```" in text
+    assert "| # |" not in text
 
 
 def write_jsonl(path, rows):
@@ -201,7 +213,7 @@ def test_missing_file_exits_2_naming_it_and_writes_nothing(project):
     ("comparison.json", comparison() | {"seeds": [1]}, "made for domain 'replies', seeds"),
     ("comparison.json", comparison() | {"reference": "judge"}, r"system\(s\) \['judge'\]"),
     ("comparison.json", comparison() | {"comparisons": None}, "'comparisons'"),
-    ("scores/baseline/seed1.jsonl", scores((4, 5))[0], "seed1.jsonl: tweet_id t0: needs"),
+    ("scores/baseline/seed1.jsonl", scores((4, 5))[0], "seed1.jsonl: id t0: needs"),
 ])
 def test_bad_input_is_refused_and_writes_nothing(project, path, content, message):
     (project / path).write_text(json.dumps(content))

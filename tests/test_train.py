@@ -5,17 +5,11 @@ import torch
 from transformers import AutoTokenizer
 from transformers.training_args import OptimizerNames
 
-from polychromic.domains import get_domain
-from polychromic.modeling import (
-    IGNORE_INDEX,
-    PadCollator,
-    build_messages,
-    encode_example,
-    load_model,
-)
-from polychromic.train import TrainConfig, add_lora, make_trainer, training_arguments
+from polychromic.domains.replies import Replies
+from polychromic.modeling import IGNORE_INDEX, PadCollator, encode_example, load_model, prompt_text
+from polychromic.training import TrainConfig, add_lora, make_trainer, training_arguments
 
-DOMAIN = get_domain("replies")
+DOMAIN = Replies("replies", {})
 PAIRS = [("hi, how are you?", "good thanks, you?"),
          ("what did you do this weekend", "went hiking with my sister, it was great"),
          ("lol", "haha"),
@@ -24,8 +18,12 @@ PAIRS = [("hi, how are you?", "good thanks, you?"),
          ("it's raining again", "ugh, same here")]
 
 
+def prompt(tokenizer, text):
+    return prompt_text(tokenizer, DOMAIN.messages({"prompt": text}))
+
+
 def encoded(tokenizer, max_length=96):
-    return [encode_example(tokenizer, build_messages(DOMAIN, p), r, max_length) for p, r in PAIRS]
+    return [encode_example(tokenizer, prompt(tokenizer, p), r, max_length) for p, r in PAIRS]
 
 
 def tiny_config(**overrides):
@@ -40,15 +38,15 @@ def tiny_config(**overrides):
 
 def test_prompt_tokens_are_masked_and_reply_ends_the_turn(tiny_model_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    messages = build_messages(DOMAIN, "hi there")
-    example = encode_example(tokenizer, messages, "hello!", max_length=128)
+    messages = DOMAIN.messages({"prompt": "hi there"})
+    example = encode_example(tokenizer, prompt(tokenizer, "hi there"), "hello!", max_length=128)
     n_masked = example["labels"].count(IGNORE_INDEX)
-    prompt = tokenizer.decode(example["input_ids"][:n_masked])
-    assert prompt == tokenizer.apply_chat_template(messages, tokenize=False,
-                                                   add_generation_prompt=True)
+    text = tokenizer.decode(example["input_ids"][:n_masked])
+    assert text == tokenizer.apply_chat_template(messages, tokenize=False,
+                                                 add_generation_prompt=True)
     assert tokenizer.decode(example["labels"][n_masked:]) == "hello!" + tokenizer.eos_token
     assert example["labels"][n_masked:] == example["input_ids"][n_masked:]
-    assert encode_example(tokenizer, messages, "hello!", max_length=n_masked) is None
+    assert encode_example(tokenizer, text, "hello!", max_length=n_masked) is None
 
 
 def run_training(tiny_model_dir, tmp_path, config, optim=None):

@@ -22,7 +22,7 @@ from typing import Any
 
 from polychromic.config import UserError, read_params, run_main
 from polychromic.io import atomic_path, write_json
-from polychromic.report import DASH, fmt, md_escape, md_table, tex_escape, tex_tabular
+from polychromic.tables import DASH, fmt, md_escape, md_table, tex_escape, tex_tabular
 
 ALWAYS = ("diversity_weight", "n_generations")
 SHORT = {"diversity_weight": "λ", "n_generations": "N"}

@@ -8,6 +8,12 @@
 
     PYTHONPATH=src python -m polychromic.bench --base models/base \
         --data data/processed/replies --steps 8 [--trl]
+
+3. With --sandbox (and nothing else): the code domain's sandbox, in programs per second with
+   params.yaml's `code.checker` settings: MBPP's 427 reference solutions with all their
+   tests, `--repeats` times, spread over the sandbox's workers.
+
+    PYTHONPATH=src python -m polychromic.bench --sandbox --repeats 3
 """
 
 from __future__ import annotations
@@ -23,14 +29,15 @@ import torch
 from transformers import TrainerCallback, set_seed
 
 from polychromic.config import load_section, read_params, run_main
-from polychromic.domains import get_domain
-from polychromic.modeling import PadCollator, build_messages, load_model, load_tokenizer
-from polychromic.train import (
+from polychromic.domains import load_domain
+from polychromic.modeling import PadCollator, load_model, load_tokenizer
+from polychromic.training import (
     TrainConfig,
     add_lora,
-    encode_split,
+    encode_records,
     make_trainer,
     polychromic_options,
+    read_records,
     training_arguments,
 )
 
@@ -57,41 +64,44 @@ def mean_step(seconds: list[float]) -> float:
     return statistics.mean(seconds[1:] if len(seconds) > 1 else seconds)
 
 
-def time_training(method, config, params, tokenizer, train_set, base, domain, val_path, steps):
+def time_training(method, config, params, tokenizer, train_set, base, domain, records, steps):
     set_seed(config.seeds[0])
     model = add_lora(load_model(base), config.lora_settings, config.seeds[0])
     with tempfile.TemporaryDirectory() as out:
-        args = training_arguments(config, Path(out))
+        args = training_arguments(config, Path(out), config.seeds[0])
         args.max_steps, args.eval_strategy, args.save_strategy = steps, "no", "no"
         args.load_best_model_at_end, args.disable_tqdm = False, True
-        options = polychromic_options(params, tokenizer, domain, val_path) \
+        options = polychromic_options(params, tokenizer, domain, *records) \
             if method == "polychromic" else {}
+        keep = ("record_index",) if method == "polychromic" else ()
         timer = StepTimer()
         trainer = make_trainer(method, model, args, train_set, None,
-                               PadCollator(tokenizer.pad_token_id), [timer], **options)
+                               PadCollator(tokenizer.pad_token_id, keep), [timer], **options)
         trainer.train()
     return mean_step(timer.seconds), trainer, model
 
 
 def time_diversity_updates(trainer, model, train_set, tokenizer, repeats: int) -> float:
-    collator = PadCollator(tokenizer.pad_token_id)
+    collator = PadCollator(tokenizer.pad_token_id, ("record_index",))
     model.train()
     seconds = []
     for i in range(repeats + 1):
         batch = collator(train_set[i * 8:(i + 1) * 8])
+        index = batch.pop("record_index")
         started = time.perf_counter()
-        term, _ = trainer.diversity_term(model, batch)
+        term, _ = trainer.diversity_term(model, batch, index)
         term.backward()
         seconds.append(time.perf_counter() - started)
         model.zero_grad()
     return steady(seconds)
 
 
-def time_grpo(base, tokenizer, config, polychromic, records, domain, embedder, steps):
+def time_grpo(base, tokenizer, config, trainer, records, domain, steps):
     from datasets import Dataset
     from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
 
+    polychromic, embedder = trainer.polychromic, trainer.embedder
     n = polychromic.n_generations
 
     def semantic_diversity_reward(prompts, completions, **kwargs):
@@ -105,13 +115,13 @@ def time_grpo(base, tokenizer, config, polychromic, records, domain, embedder, s
         return rewards
 
     lora = config.lora_settings
-    prompts = [build_messages(domain, r["tweet"]) for r in records[:64]]
+    prompts = [domain.messages(r) for r in records[:64]]
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as out:
         args = GRPOConfig(
             output_dir=out, max_steps=steps, learning_rate=config.learning_rate,
             per_device_train_batch_size=polychromic.prompts_per_step * n, num_generations=n,
-            max_completion_length=polychromic.max_new_tokens, temperature=polychromic.temperature,
+            max_completion_length=trainer.max_new_tokens, temperature=polychromic.temperature,
             report_to=[], logging_steps=1000, save_strategy="no", disable_tqdm=True,
             seed=config.seeds[0], beta=0.0, bf16=False, use_cpu=not torch.cuda.is_available())
         trainer = GRPOTrainer(
@@ -124,6 +134,21 @@ def time_grpo(base, tokenizer, config, polychromic, records, domain, embedder, s
     return steady(timer.seconds)
 
 
+def time_sandbox(params: dict, repeats: int) -> dict:
+    domain = load_domain("code", params)
+    records = [r for split in domain.load_splits().values() for r in split]
+    items = [(r, [r["references"][0]]) for r in records] * repeats
+    with domain.checker([]) as checker:
+        checker.verdicts(items[:16])  # start-up and first imports, not measured
+        started = time.perf_counter()
+        verdicts = checker.verdicts(items)
+        seconds = time.perf_counter() - started
+        workers, mode = len(checker.sandbox.workers), checker.sandbox.mode
+    return {"programs": len(items), "seconds": round(seconds, 1), "workers": workers,
+            "isolation": mode, "programs_per_second": round(len(items) / seconds, 1),
+            "passed": sum(v.passed for [v] in verdicts)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -132,16 +157,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--domain", default="replies")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--trl", action="store_true", help="also time TRL's GRPOTrainer")
+    parser.add_argument("--sandbox", action="store_true",
+                        help="time the code domain's sandbox instead (programs per second)")
+    parser.add_argument("--repeats", type=int, default=3, help="--sandbox: passes over MBPP")
     args = parser.parse_args(argv)
     params = read_params()
+    if args.sandbox:
+        print(json.dumps(time_sandbox(params, args.repeats), indent=2))
+        return
     config = load_section(TrainConfig, params, "train")
-    domain = get_domain(args.domain)
+    domain = load_domain(args.domain, params)
     torch.manual_seed(0)
     tokenizer = load_tokenizer(args.base)
-    train_set = encode_split(Path(args.data, "train.jsonl"), domain, tokenizer, config.max_length)
-    val_path = Path(args.data, "val.jsonl")
+    train_path = Path(args.data, "train.jsonl")
+    records = (read_records(train_path), read_records(Path(args.data, "val.jsonl")))
+    train_set = encode_records(records[0], domain, tokenizer, config.max_length, train_path)
 
-    common = (config, params, tokenizer, train_set, args.base, domain, val_path, args.steps)
+    common = (config, params, tokenizer, train_set, args.base, domain, records, args.steps)
     baseline, _, _ = time_training("baseline", *common)
     polychromic, trainer, model = time_training("polychromic", *common)
     update = time_diversity_updates(trainer, model, train_set, tokenizer, repeats=5)
@@ -152,14 +184,11 @@ def main(argv: list[str] | None = None) -> None:
               "polychromic_over_baseline": round(polychromic / baseline, 2),
               "diversity_update_seconds": round(update, 2),
               "polychromic": {k: getattr(trainer.polychromic, k) for k in (
-                  "n_generations", "prompts_per_step", "generate_every", "max_new_tokens",
-                  "diversity_metric")}}
+                  "n_generations", "prompts_per_step", "generate_every", "diversity_metric")}
+              | {"max_new_tokens": trainer.max_new_tokens}}
     if args.trl:
-        from polychromic.io import read_jsonl
-
-        records = read_jsonl(Path(args.data, "train.jsonl"), {"tweet": str})
-        grpo = time_grpo(args.base, tokenizer, config, trainer.polychromic, records, domain,
-                         trainer.embedder, min(args.steps, 6))
+        grpo = time_grpo(args.base, tokenizer, config, trainer, records[0], domain,
+                         min(args.steps, 6))
         result["trl_grpo_seconds_per_step"] = round(grpo, 2)
         result["diversity_update_over_grpo_step"] = round(update / grpo, 2)
     print(json.dumps(result, indent=2))

@@ -14,8 +14,9 @@ pairs) for each test; the verdict uses `correction` on the Wilcoxon p-values.
 
 Verdict, against `lora_system`:
 - minimum: higher `diversity_metric`, its corrected p < minimum_p, its direction-aware d_z >
-  minimum_effect, and comparable quality: for each of `quality_metrics` the lower end of the
-  bootstrap CI of (polychromic - LoRA), oriented so that positive is better, is above
+  minimum_effect, and comparable quality: for each of `quality_metrics` that the domain
+  computes (the others are listed as not applicable) the lower end of the bootstrap CI of
+  (polychromic - LoRA), oriented so that positive is better, is above
   -quality_margin x |LoRA mean| (non-inferiority);
 - strong: the minimum, corrected p < strong_p, d_z > strong_effect, relative `strong_passk`
   gain > strong_passk_gain, judge win rate > strong_judge_win_rate (not measured when the
@@ -41,8 +42,9 @@ from polychromic.config import (
     require,
     run_main,
 )
-from polychromic.evaluate import metric_table
+from polychromic.domains import domain_class
 from polychromic.io import read_jsonl, write_json
+from polychromic.metrics import metric_table
 
 CORRECTIONS = {"holm": stats.holm, "bonferroni": stats.bonferroni}
 
@@ -85,14 +87,14 @@ class CompareConfig:
 
 
 def load_scores(scores_dir: Path, system: str, seeds: list[int]) -> list[dict[str, dict]]:
-    """Per seed: tweet_id -> that prompt's scores."""
+    """Per seed: prompt id -> that prompt's scores."""
     per_seed = []
     for seed in seeds:
         path = scores_dir / system / f"seed{seed}.jsonl"
         if not path.is_file():
             raise UserError(f"{path}: no scores for system {system!r} seed {seed} "
                             "(run: dvc repro evaluate)")
-        per_seed.append({row["tweet_id"]: row for row in read_jsonl(path, {"tweet_id": str})})
+        per_seed.append({row["id"]: row for row in read_jsonl(path, {"id": str})})
     return per_seed
 
 
@@ -180,7 +182,9 @@ def verdict(comparisons: list[dict], table: dict, judge: dict | None,
                   f"< {config.minimum_p}", below(p, config.minimum_p)),
         criterion(f"effect size ({what}, d_z)", effect, f"> {config.minimum_effect}",
                   above(effect, config.minimum_effect))]
-    for metric in config.quality_metrics:
+    # a quality metric the domain does not compute means nothing there (e.g. ROUGE on code)
+    not_applicable = [m for m in config.quality_metrics if m not in table]
+    for metric in [m for m in config.quality_metrics if m in table]:
         c = find(metric)
         if "bootstrap_ci95" not in c:
             minimum.append(criterion(f"comparable quality ({metric})", None, "", None))
@@ -205,13 +209,15 @@ def verdict(comparisons: list[dict], table: dict, judge: dict | None,
                   win_rate, f"> {config.strong_judge_win_rate}",
                   above(win_rate, config.strong_judge_win_rate))]
     minimum_met = all(c["met"] is True for c in minimum)
-    return {"minimum": {"met": minimum_met, "criteria": minimum},
+    return {"minimum": {"met": minimum_met, "criteria": minimum,
+                        "not_applicable": not_applicable},
             "strong": {"met": minimum_met and all(c["met"] is True for c in strong),
                        "criteria": strong}}
 
 
-def compare_domain(scores_dir: Path, systems: list[str], seeds: list[int], ks: list[int],
-                   judge: dict | None, config: CompareConfig) -> dict:
+def compare_domain(scores_dir: Path, systems: list[str], seeds: list[int],
+                   table: dict[str, tuple[str, bool, str]], judge: dict | None,
+                   config: CompareConfig) -> dict:
     for system in [config.reference, *config.against]:
         require(system in systems, "compare", f"names system {system!r}, which is not in "
                 f"'systems' ({', '.join(systems)})")
@@ -222,7 +228,6 @@ def compare_domain(scores_dir: Path, systems: list[str], seeds: list[int], ks: l
             if sorted(rows) != prompts:
                 raise UserError(f"{scores_dir / system / f'seed{seed}.jsonl'}: holds other "
                                 f"prompts than {config.reference} seed {seeds[0]}")
-    table = metric_table(ks)
     summary = {system: {metric: summarise(per_seed, prompts, metric, config)
                         for metric in table} for system, per_seed in loaded.items()}
     comparisons = []
@@ -278,12 +283,14 @@ def main(argv: list[str] | None = None) -> None:
     seeds = param_list(params, "train.seeds", int)
     systems = param_list(params, "systems", str)
     ks = params.get("evaluate", {}).get("ks", [1, 3, 5, 10])
+    domain = domain_class(args.domain)
+    table = metric_table(domain.quality_metrics, domain.domain_metrics, ks)
     try:
         judge = json.loads(Path(args.judge).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise UserError(f"{args.judge}: cannot read the judge's metrics ({err})") from None
     judge = judge if judge.get("enabled") else None
-    result = {"domain": args.domain, **compare_domain(Path(args.scores), systems, seeds, ks,
+    result = {"domain": args.domain, **compare_domain(Path(args.scores), systems, seeds, table,
                                                       judge, config)}
 
     from polychromic import tracking

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +29,61 @@ def model_directory(source: str, key: str) -> str:
     return source
 
 
-class Embedder:
-    def __init__(self, source: str, key: str):
-        """`source`: an embedded name or a local model directory; `key`: its params key."""
-        from sentence_transformers import SentenceTransformer
+def plain_mean_pooling(directory: Path) -> bool:
+    """Whether a sentence-transformers directory is a transformer + mean pooling (+ normalise):
+    then plain transformers computes it, without importing sentence-transformers (~10 s)."""
+    try:
+        modules = json.loads((directory / "modules.json").read_text())
+        kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        pooling = json.loads((directory / modules[1]["path"] / "config.json").read_text())
+    except (OSError, ValueError, KeyError, IndexError):
+        return False
+    modes = {k for k, v in pooling.items() if k.startswith("pooling_mode") and v}
+    return kinds[:2] == ["Transformer", "Pooling"] and set(kinds[2:]) <= {"Normalize"} and (
+        modes == {"pooling_mode_mean_tokens"})
 
-        self.model = SentenceTransformer(model_directory(source, key), device="cpu")
+
+class Embedder:
+    def __init__(self, source: str, key: str, batch_size: int = 64):
+        """`source`: an embedded name or a local model directory; `key`: its params key."""
+        directory = Path(model_directory(source, key))
+        self.batch_size = batch_size
+        self.model = self.tokenizer = None
+        if plain_mean_pooling(directory):
+            from transformers import AutoModel, AutoTokenizer
+
+            config = json.loads((directory / "sentence_bert_config.json").read_text())
+            self.max_length = config.get("max_seq_length", 512)
+            self.tokenizer = AutoTokenizer.from_pretrained(directory)
+            self.model = AutoModel.from_pretrained(directory).eval()
+        else:
+            from sentence_transformers import SentenceTransformer
+
+            self.sentence_transformer = SentenceTransformer(str(directory), device="cpu")
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         """Unit-length embeddings, one row per text."""
-        return self.model.encode(texts, batch_size=64, convert_to_numpy=True,
-                                 normalize_embeddings=True, show_progress_bar=False)
+        if self.model is None:
+            return self.sentence_transformer.encode(
+                texts, batch_size=self.batch_size, convert_to_numpy=True,
+                normalize_embeddings=True, show_progress_bar=False)
+        import torch
+
+        rows = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(texts[start:start + self.batch_size], padding=True,
+                                   truncation=True, max_length=self.max_length,
+                                   return_tensors="pt")
+            with torch.inference_mode():
+                hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            rows.append(torch.nn.functional.normalize(mean, dim=-1).numpy())
+        return np.concatenate(rows) if rows else np.zeros((0, self.model.config.hidden_size),
+                                                          dtype=np.float32)
+
+
+@cache
+def shared_embedder(source: str, key: str) -> Embedder:
+    """One Embedder per model within a process (the metrics and a checker share it)."""
+    return Embedder(source, key)

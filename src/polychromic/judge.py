@@ -1,12 +1,13 @@
 """Stage `judge` (off by default): an LLM compares system a's and system b's first sample.
 
-For every (seed, tweet_id) the judge sees the conversation message and the two replies, one
-as "Reply A" and one as "Reply B"; which system gets slot A is drawn by a seeded RNG per pair
-(reproducible, independent of file order) and recorded. It answers one JSON object naming
-"A", "B" or "tie" for engagement, relevance, creativity, naturalness and overall. Parsing is
-strict: exactly that object (optionally in a ```json fence), all five keys, no others;
-anything else is `unparseable`, a refusal is `refused`, an API failure after the client's
-retries is `error`. None of these count as ties.
+The rubric is the domain's (`Domain.judge_rubric`); a domain without one (code: its samples
+are checked by running them) writes the judge as disabled. For every (seed, prompt id) the
+judge sees the prompt and the two answers, one as "A" and one as "B"; which system gets slot
+A is drawn by a seeded RNG per pair (reproducible, independent of file order) and recorded.
+It answers one JSON object naming "A", "B" or "tie" for each of the rubric's criteria (the
+last is "overall"). Parsing is strict: exactly that object (optionally in a ```json fence),
+all the criteria, no other keys; anything else is `unparseable`, a refusal is `refused`, an
+API failure after the client's retries is `error`. None of these count as ties.
 
 Definitions (metrics JSON):
 - n_requests: pairs judged (each one request, made or served from the cache); cache_hits: of
@@ -52,28 +53,17 @@ from polychromic.config import (
     require,
     run_main,
 )
-from polychromic.domains import get_domain
+from polychromic.domains import Rubric, domain_class
 from polychromic.io import read_jsonl, write_json, write_jsonl
 
-CRITERIA = ("engagement", "relevance", "creativity", "naturalness", "overall")
 CHOICES = ("A", "B", "tie")
 KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
-GENERATION_FIELDS = {"tweet_id": str, "prompt": str, "samples": list}
+GENERATION_FIELDS = {"id": str, "prompt": str, "samples": list}
 DISABLED_REASON = "judge.enabled is false"  # short: `dvc metrics show` prints it
+NO_RUBRIC = "the domain has no judge rubric"
 FENCE = re.compile(r"\A```(?:json)?[ \t]*\n(.*?)\n?```\Z", re.S)
 REFUSAL = re.compile(r"\b(I can(no|')t|I'm (not able|unable)|I am (not able|unable)|I won't|"
                      r"I will not|I (must|have to) decline)\b", re.I)
-SYSTEM_PROMPT = (
-    "You compare two candidate replies to the same social-media message. Judge each criterion "
-    "on its own: engagement (which reply is more likely to draw a response and keep the "
-    "conversation going), relevance (which responds more directly to the message), creativity "
-    "(which is more original, less generic), naturalness (which reads more like a fluent human "
-    "reply), and overall (which you would prefer overall). The order of the replies is random "
-    "and carries no meaning. Answer with ONLY a JSON object, no other text: "
-    '{"engagement": "A"|"B"|"tie", "relevance": "A"|"B"|"tie", "creativity": "A"|"B"|"tie", '
-    '"naturalness": "A"|"B"|"tie", "overall": "A"|"B"|"tie"}')
-USER_TEMPLATE = ("<message>\n{message}\n</message>\n\n<reply_a>\n{reply_a}\n</reply_a>\n\n"
-                 "<reply_b>\n{reply_b}\n</reply_b>")
 Caller = Callable[[dict], tuple[str, str | None]]
 
 
@@ -108,14 +98,15 @@ class JudgeConfig:
         require(self.timeout_s > 0, f"{key}.timeout_s", "must be > 0")
 
 
-def a_goes_first(config_seed: int, seed: int, tweet_id: str) -> bool:
+def a_goes_first(config_seed: int, seed: int, prompt_id: str) -> bool:
     # Seeded per pair (string seeds hash stably), so the order ignores file order and reruns.
-    return random.Random(f"{config_seed}:{seed}:{tweet_id}").random() < 0.5
+    return random.Random(f"{config_seed}:{seed}:{prompt_id}").random() < 0.5
 
 
-def build_request(config: JudgeConfig, message: str, reply_a: str, reply_b: str) -> dict:
-    user = USER_TEMPLATE.format(message=message, reply_a=reply_a, reply_b=reply_b)
-    request = {"backend": config.backend, "model": config.model, "system": SYSTEM_PROMPT,
+def build_request(config: JudgeConfig, rubric: Rubric, message: str, reply_a: str,
+                  reply_b: str) -> dict:
+    user = rubric.user_template.format(message=message, reply_a=reply_a, reply_b=reply_b)
+    request = {"backend": config.backend, "model": config.model, "system": rubric.system_prompt,
                "messages": [{"role": "user", "content": user}], "max_tokens": config.max_tokens}
     if config.backend == "openai":  # Anthropic API 2026-10-21 rejects sampling parameters
         request["temperature"] = config.temperature
@@ -127,23 +118,24 @@ def request_hash(request: dict) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def parse_answer(text: str) -> dict[str, str] | None:
-    """The five verdicts, or None unless `text` is exactly the requested JSON object."""
+def parse_answer(text: str, criteria: tuple[str, ...]) -> dict[str, str] | None:
+    """The verdict per criterion, or None unless `text` is exactly the requested object."""
     body = text.strip()
     fenced = FENCE.match(body)
     try:
         answer = json.loads(fenced.group(1) if fenced else body)
     except json.JSONDecodeError:
         return None
-    if not isinstance(answer, dict) or set(answer) != set(CRITERIA):
+    if not isinstance(answer, dict) or set(answer) != set(criteria):
         return None
     return answer if all(isinstance(v, str) and v in CHOICES for v in answer.values()) else None
 
 
-def classify(text: str, stop_reason: str | None) -> tuple[str, dict[str, str] | None]:
+def classify(text: str, stop_reason: str | None,
+             criteria: tuple[str, ...]) -> tuple[str, dict[str, str] | None]:
     if stop_reason == "refusal":
         return "refused", None
-    answer = parse_answer(text)
+    answer = parse_answer(text, criteria)
     if answer is not None:
         return "ok", answer
     return ("refused" if "{" not in text and REFUSAL.search(text) else "unparseable"), None
@@ -208,9 +200,9 @@ def read_generations(path: Path) -> dict[str, dict]:
     for number, row in enumerate(read_jsonl(path, GENERATION_FIELDS), start=1):
         if not row["samples"] or not all(isinstance(s, str) for s in row["samples"]):
             raise UserError(f"{path}:{number}: 'samples' must be a non-empty list of strings")
-        if row["tweet_id"] in rows:
-            raise UserError(f"{path}:{number}: duplicate tweet_id {row['tweet_id']!r}")
-        rows[row["tweet_id"]] = row
+        if row["id"] in rows:
+            raise UserError(f"{path}:{number}: duplicate id {row['id']!r}")
+        rows[row["id"]] = row
     return rows
 
 
@@ -222,12 +214,12 @@ def load_pairs(dir_a: str, dir_b: str, seeds: list[int],
         rows_a, rows_b = read_generations(path_a), read_generations(path_b)
         if set(rows_a) != set(rows_b):
             differ = sorted(set(rows_a) ^ set(rows_b))
-            raise UserError(f"{path_a} and {path_b} hold different tweet_ids (e.g. {differ[:3]})")
-        for tweet_id in list(rows_a)[:max_prompts]:
-            if rows_a[tweet_id]["prompt"] != rows_b[tweet_id]["prompt"]:
-                raise UserError(f"{path_a} and {path_b}: tweet_id {tweet_id!r} has different "
+            raise UserError(f"{path_a} and {path_b} hold different ids (e.g. {differ[:3]})")
+        for prompt_id in list(rows_a)[:max_prompts]:
+            if rows_a[prompt_id]["prompt"] != rows_b[prompt_id]["prompt"]:
+                raise UserError(f"{path_a} and {path_b}: id {prompt_id!r} has different "
                                 "prompts")
-            pairs.append((seed, rows_a[tweet_id], rows_b[tweet_id]))
+            pairs.append((seed, rows_a[prompt_id], rows_b[prompt_id]))
     return pairs
 
 
@@ -246,17 +238,17 @@ def cached_call(request: dict, key: str, call: Caller,
     return text, stop_reason, False
 
 
-def judge_pairs(pairs: list[tuple[int, dict, dict]], config: JudgeConfig, call: Caller,
-                names: tuple[str, str]) -> tuple[list[dict], int]:
+def judge_pairs(pairs: list[tuple[int, dict, dict]], config: JudgeConfig, rubric: Rubric,
+                call: Caller, names: tuple[str, str]) -> tuple[list[dict], int]:
     """One judgement record per pair, and the number of cache hits."""
     records, hits = [], 0
     for seed, row_a, row_b in pairs:
-        first = a_goes_first(config.seed, seed, row_a["tweet_id"])
+        first = a_goes_first(config.seed, seed, row_a["id"])
         slots = (row_a, row_b) if first else (row_b, row_a)
-        request = build_request(config, row_a["prompt"], slots[0]["samples"][0],
+        request = build_request(config, rubric, row_a["prompt"], slots[0]["samples"][0],
                                 slots[1]["samples"][0])
         key = request_hash(request)
-        record = {"seed": seed, "tweet_id": row_a["tweet_id"],
+        record = {"seed": seed, "id": row_a["id"],
                   "a_system_position": "A" if first else "B", "request_hash": key}
         try:
             text, stop_reason, hit = cached_call(request, key, call, Path(config.cache_dir))
@@ -264,7 +256,7 @@ def judge_pairs(pairs: list[tuple[int, dict, dict]], config: JudgeConfig, call: 
             records.append({**record, "status": "error", "error": str(err)})
             continue
         hits += hit
-        status, answer = classify(text, stop_reason)
+        status, answer = classify(text, stop_reason, rubric.criteria)
         slot_names = names if first else names[::-1]
         if answer is not None:
             record["winners"] = {c: {"A": slot_names[0], "B": slot_names[1]}.get(v, "tie")
@@ -283,10 +275,10 @@ def proportion(successes: int, trials: int) -> tuple[float | None, list[float] |
     return successes / trials, [float(ci.low), float(ci.high)], float(test.pvalue)
 
 
-def summarize(records: list[dict], names: tuple[str, str]) -> dict:
+def summarize(records: list[dict], names: tuple[str, str], rubric: Rubric) -> dict:
     ok = [r for r in records if r["status"] == "ok"]
     criteria = {}
-    for criterion in CRITERIA:
+    for criterion in rubric.criteria:
         winners = [r["winners"][criterion] for r in ok]
         wins, losses = winners.count(names[0]), winners.count(names[1])
         rate, ci, p = proportion(wins, wins + losses)
@@ -318,22 +310,23 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = read_params()
     config = load_section(JudgeConfig, params, "judge")
-    get_domain(args.domain)
+    rubric = domain_class(args.domain).judge_rubric
     names = (Path(args.a).name, Path(args.b).name)
     if names[0] == names[1]:  # winners are recorded by system name
         raise UserError(f"--a and --b name the same system {names[0]!r} (the directory names)")
-    if not config.enabled:
+    if not config.enabled or rubric is None:
+        reason = NO_RUBRIC if rubric is None else DISABLED_REASON
         write_jsonl(args.judgements, [])
-        write_json(args.out, {"enabled": False, "reason": DISABLED_REASON})
-        print(f"{args.domain} judge: disabled -> {args.out}")
+        write_json(args.out, {"enabled": False, "reason": reason})
+        print(f"{args.domain} judge: disabled ({reason}) -> {args.out}")
         return
     api_key = os.environ.get(KEY_ENV[config.backend])
     if not api_key:
         raise UserError(f"judge.enabled is true but {KEY_ENV[config.backend]} is not set")
     seeds = param_list(params, "train.seeds", int)
     pairs = load_pairs(args.a, args.b, seeds, config.max_prompts)
-    records, hits = judge_pairs(pairs, config, make_caller(config, api_key), names)
-    summary = summarize(records, names)
+    records, hits = judge_pairs(pairs, config, rubric, make_caller(config, api_key), names)
+    summary = summarize(records, names, rubric)
     if records and summary["errors"] == len(records):  # nothing judged: fail, record nothing
         raise UserError(f"all {len(records)} judge requests failed ({records[0]['error']})")
     metrics = {"enabled": True, "backend": config.backend, "model": config.model,

@@ -105,3 +105,34 @@ def mean_defined(values: Sequence[float | None]) -> tuple[float | None, int]:
     """Mean of the defined values and how many were undefined."""
     defined = [v for v in values if v is not None]
     return (float(np.mean(defined)) if defined else None), len(values) - len(defined)
+
+
+# What `evaluate` computes, `compare` tests and `report` tabulates, in table order:
+# name -> (group, higher is better, label). A domain picks its quality metrics from QUALITY
+# and adds its own per-sample metrics; pass@k entries come from evaluate.ks.
+DIVERSITY = {
+    "self_bleu": (False, "Self-BLEU"),
+    "distinct_1": (True, "Distinct-1"),
+    "distinct_2": (True, "Distinct-2"),
+    "distinct_3": (True, "Distinct-3"),
+    "semantic": (True, "Semantic div."),
+}
+QUALITY = {
+    "rouge_1": (True, "ROUGE-1"),
+    "rouge_2": (True, "ROUGE-2"),
+    "rouge_l": (True, "ROUGE-L"),
+    "bertscore_f1": (True, "BERTScore F1"),
+    "log_perplexity": (False, "Ref. log-PPL"),
+}
+
+
+def metric_table(quality: Sequence[str], domain_metrics: dict[str, tuple[bool, str]],
+                 ks: Sequence[int]) -> dict[str, tuple[str, bool, str]]:
+    """The metrics of a domain whose meaningful quality metrics are `quality`."""
+    unknown = [q for q in quality if q not in QUALITY]
+    if unknown:
+        raise ValueError(f"unknown quality metrics {unknown} (known: {', '.join(QUALITY)})")
+    return ({name: ("diversity", *spec) for name, spec in DIVERSITY.items()}
+            | {name: ("quality", *QUALITY[name]) for name in QUALITY if name in quality}
+            | {name: ("domain", *spec) for name, spec in domain_metrics.items()}
+            | {f"pass@{k}": ("passk", True, f"pass@{k}") for k in ks})

@@ -1,5 +1,5 @@
-"""What training and generation share: the chat prompt, tokenisation with the prompt masked,
-padding, and loading the base model with or without an adapter."""
+"""What training and generation share: the chat prompt as text, tokenisation with the prompt
+masked, padding, and loading the base model with or without an adapter."""
 
 from __future__ import annotations
 
@@ -8,36 +8,27 @@ from pathlib import Path
 import torch
 
 from polychromic.config import UserError
-from polychromic.domains import Domain
 
 IGNORE_INDEX = -100  # label value that cross-entropy skips
 
 
-def build_messages(domain: Domain, prompt: str,
-                   examples: list[tuple[str, str]] = ()) -> list[dict[str, str]]:
-    """The chat for one prompt: the domain's instruction, optional worked examples, the prompt."""
-    messages = [{"role": "system", "content": domain.instruction}]
-    for example_prompt, example_reply in examples:
-        messages += [{"role": "user", "content": example_prompt},
-                     {"role": "assistant", "content": example_reply}]
-    messages.append({"role": "user", "content": prompt})
-    return messages
+def prompt_text(tokenizer, messages: list[dict[str, str]], assistant_prefix: str = "") -> str:
+    """The chat as the model sees it before it answers: the chat template with the generation
+    prompt, then the start of the answer that the domain writes for the model (if any)."""
+    return tokenizer.apply_chat_template(messages, tokenize=False,
+                                         add_generation_prompt=True) + assistant_prefix
 
 
-def prompt_text(tokenizer, messages: list[dict[str, str]]) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-def encode_example(tokenizer, messages: list[dict[str, str]], reply: str,
+def encode_example(tokenizer, prompt: str, target: str,
                    max_length: int) -> dict[str, list[int]] | None:
-    """Token ids of prompt + reply + end-of-turn, labels masked on the prompt.
+    """Token ids of prompt + target + end-of-turn, labels masked on the prompt.
 
-    The prompt is tokenised exactly as generation sees it (the chat template with the
-    generation prompt), so training and sampling condition on the same tokens. Returns None
-    when the prompt alone leaves no room for the reply within `max_length`.
+    `prompt` is the text from `prompt_text`, tokenised exactly as generation sees it, so
+    training and sampling condition on the same tokens. Returns None when the prompt alone
+    leaves no room for the target within `max_length`.
     """
-    prompt_ids = tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"]
-    reply_ids = tokenizer(reply + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    reply_ids = tokenizer(target + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
     if len(prompt_ids) >= max_length:
         return None
     input_ids = (prompt_ids + reply_ids)[:max_length]
@@ -46,10 +37,12 @@ def encode_example(tokenizer, messages: list[dict[str, str]], reply: str,
 
 
 class PadCollator:
-    """Right-pads input_ids/labels into a batch with an attention mask."""
+    """Right-pads input_ids/labels into a batch with an attention mask. `keep` names integer
+    fields passed through as they are (the polychromic trainer's `record_index`)."""
 
-    def __init__(self, pad_token_id: int):
+    def __init__(self, pad_token_id: int, keep: tuple[str, ...] = ()):
         self.pad_token_id = pad_token_id
+        self.keep = keep
 
     def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         width = max(len(f["input_ids"]) for f in features)
@@ -59,6 +52,7 @@ class PadCollator:
             batch["input_ids"].append(f["input_ids"] + [self.pad_token_id] * pad)
             batch["labels"].append(f["labels"] + [IGNORE_INDEX] * pad)
             batch["attention_mask"].append([1] * len(f["input_ids"]) + [0] * pad)
+        batch.update({name: [f[name] for f in features] for name in self.keep})
         return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
 
 

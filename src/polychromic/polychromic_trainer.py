@@ -20,7 +20,6 @@ from transformers import Trainer
 
 from polychromic import metrics
 from polychromic.config import require
-from polychromic.generate import generate_shared_prefix
 from polychromic.modeling import IGNORE_INDEX
 from polychromic.objective import (
     AdvantageScaler,
@@ -28,6 +27,12 @@ from polychromic.objective import (
     diversity_policy_loss,
     leave_one_out_advantages,
     set_advantages,
+)
+from polychromic.sampling import (
+    cut_at_stop,
+    generate_shared_prefix,
+    sampled_tokens_mask,
+    stop_kwargs,
 )
 
 log = logging.getLogger("polychromic")
@@ -52,7 +57,8 @@ class PolychromicConfig:
     prompts_per_step: int = field(default=2, metadata={"help": "batch prompts sampled from"})
     temperature: float = field(default=1.0, metadata={"help": "training sampling temperature"})
     top_p: float = field(default=1.0, metadata={"help": "training nucleus mass (1: exact)"})
-    max_new_tokens: int = field(default=16, metadata={"help": "tokens per training sample"})
+    max_new_tokens: int | None = field(default=None, metadata={
+        "help": "tokens per training sample (null: the domain's sampling.max_new_tokens)"})
     distinct_n: int = field(default=2, metadata={"help": "n of the distinct metric"})
     eval_prompts: int = field(default=8, metadata={"help": "val prompts for eval/diversity"})
     eval_samples: int = field(default=4, metadata={"help": "samples per val prompt"})
@@ -73,9 +79,11 @@ class PolychromicConfig:
                 f"must be one of {SCALINGS}")
         require(2 <= self.set_size <= self.n_generations, f"{key}.set_size",
                 "must be in [2, n_generations]")
-        for name in ("generate_every", "prompts_per_step", "max_new_tokens", "distinct_n",
-                     "eval_prompts", "eval_samples"):
+        for name in ("generate_every", "prompts_per_step", "distinct_n", "eval_prompts",
+                     "eval_samples"):
             require(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
+        require(self.max_new_tokens is None or self.max_new_tokens >= 1,
+                f"{key}.max_new_tokens", "must be >= 1 or null")
         for name in ("temperature", "eval_temperature"):
             require(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
         require(0 < self.top_p <= 1, f"{key}.top_p", "must be in (0, 1]")
@@ -100,13 +108,24 @@ def set_diversity(metric: str, texts: list[str], vectors: np.ndarray | None,
 
 class PolychromicTrainer(Trainer):
     def __init__(self, *args, polychromic: PolychromicConfig, tokenizer, embedder=None,
-                 eval_prompts: list[tuple[str, str]] = (), **kwargs):
-        """`eval_prompts`: (prompt, its chat-formatted text) pairs for eval/diversity."""
+                 checker=None, records: list[dict] = (), max_new_tokens: int = 16,
+                 stop: tuple[str, ...] = (), eval_prompts: list[tuple[str, str]] = (),
+                 **kwargs):
+        """`checker` and `records`: the domain's checker and the train records (batches carry
+        `record_index`), for the set objective's reward; `max_new_tokens`, `stop`: the
+        training samples' length and the domain's stop strings; `eval_prompts`: (prompt, its
+        chat-formatted text) pairs for eval/diversity."""
         super().__init__(*args, **kwargs)
         self.polychromic = polychromic
         self.tok = tokenizer
         self.embedder = embedder
+        self.checker = checker
+        self.records = list(records)
+        self.max_new_tokens = polychromic.max_new_tokens or max_new_tokens
+        self.stop = tuple(stop)
         self.eval_prompts = list(eval_prompts)
+        if polychromic.objective == "set" and (checker is None or not self.records):
+            raise ValueError("the set objective needs the domain's checker and the records")
         self.scaler = AdvantageScaler(polychromic.advantage_scaling)
         self.records: dict[str, list[float]] = defaultdict(list)
         self.flags = {"diversity_collapse": False, "overfitting": False}
@@ -115,6 +134,8 @@ class PolychromicTrainer(Trainer):
 
     # -- the objective -------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        record_index = inputs.pop("record_index", None)
         out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         quality = out[0] if return_outputs else out
         config = self.polychromic
@@ -128,7 +149,7 @@ class PolychromicTrainer(Trainer):
         if config.diversity_weight == 0 or self.state.global_step % config.generate_every:
             self.records["combined_loss"].append(quality.item() * accumulation)
             return out
-        term, score = self.diversity_term(model, inputs)
+        term, score = self.diversity_term(model, inputs, record_index)
         combined = quality + config.diversity_weight * term / accumulation
         self.records["diversity_loss"].append(term.item())
         self.records["diversity_score"].append(score)
@@ -136,27 +157,30 @@ class PolychromicTrainer(Trainer):
                                              + config.diversity_weight * term.item())
         return (combined, out[1]) if return_outputs else combined
 
-    def diversity_term(self, model, inputs) -> tuple[torch.Tensor, float]:
+    def diversity_term(self, model, inputs, record_index=None) -> tuple[torch.Tensor, float]:
         config = self.polychromic
         rows = min(config.prompts_per_step, len(inputs["input_ids"]))
-        prompt_ids, prompt_mask, references = self.batch_prompts(inputs, rows)
+        prompt_ids, prompt_mask = self.batch_prompts(inputs, rows)
         completions, keep = self.sample(model, prompt_ids, prompt_mask, config.n_generations,
                                         config.temperature, config.top_p)
-        texts = self.tok.batch_decode(completions, skip_special_tokens=True)
+        texts = self.decode(completions)
         n = config.n_generations
+        groups = [texts[p * n:(p + 1) * n] for p in range(rows)]
+        rewards = None
+        if config.objective == "set":
+            if record_index is None:
+                raise ValueError("the set objective needs `record_index` in the batch")
+            records = [self.records[int(i)] for i in record_index[:rows]]
+            rewards = self.checker.rewards(list(zip(records, groups, strict=True)))
         advantages, scores = [], []
-        for p in range(rows):
-            group = texts[p * n:(p + 1) * n]
-            vectors = None
-            if config.diversity_metric == "semantic" or config.objective == "set":
-                vectors = self.embedder(group + [references[p]])
+        for p, group in enumerate(groups):
+            vectors = self.embedder(group) if config.diversity_metric == "semantic" else None
             diversity = set_diversity(config.diversity_metric, group, vectors, config.distinct_n)
             scores.append(diversity(range(n)))
             if config.objective == "diversity":
                 raw = leave_one_out_advantages(diversity, n)
             else:
-                rewards = np.clip(vectors[:n] @ vectors[n], 0.0, 1.0)
-                raw = set_advantages(diversity, rewards.tolist(), config.set_size)
+                raw = set_advantages(diversity, rewards[p], config.set_size)
             advantages.append(self.scaler(raw) if config.advantage_scaling == "set" else raw)
         flat = np.concatenate(advantages)
         if config.advantage_scaling != "set":
@@ -169,38 +193,38 @@ class PolychromicTrainer(Trainer):
         return term, float(np.mean(scores))
 
     # -- sampling and log-probabilities --------------------------------------------------
+    def decode(self, completions: torch.Tensor) -> list[str]:
+        """The samples' text, as the generate stage stores it (cut at a stop string)."""
+        texts = self.tok.batch_decode(completions, skip_special_tokens=True)
+        return [cut_at_stop(text, self.stop).strip() for text in texts]
+
     def batch_prompts(self, inputs, rows: int):
-        """Left-padded prompt tokens of the first `rows` examples, and their references."""
+        """Left-padded prompt tokens of the first `rows` examples."""
         labels = inputs["labels"][:rows]
         starts = (labels != IGNORE_INDEX).int().argmax(-1).tolist()
         width = max(starts)
         pad = self.tok.pad_token_id
         ids = torch.full((rows, width), pad, dtype=torch.long, device=labels.device)
         mask = torch.zeros((rows, width), dtype=torch.long, device=labels.device)
-        references = []
         for r, start in enumerate(starts):
             ids[r, width - start:] = inputs["input_ids"][r, :start]
             mask[r, width - start:] = 1
-            reply = labels[r][labels[r] != IGNORE_INDEX]
-            references.append(self.tok.decode(reply, skip_special_tokens=True))
-        return ids, mask, references
+        return ids, mask
 
     def sample(self, model, prompt_ids, prompt_mask, n, temperature, top_p):
-        """n completions per prompt (dropout off, no grad) and the mask of their tokens up to
-        and including the end-of-turn token."""
+        """n completions per prompt (dropout off, no grad) and the mask of their sampled tokens
+        (up to the end-of-turn token or the end of a stop string)."""
         was_training = model.training
         model.eval()
         try:
             output = generate_shared_prefix(
                 model, prompt_ids, prompt_mask, n, do_sample=True, temperature=temperature,
-                top_p=top_p, top_k=0, max_new_tokens=self.polychromic.max_new_tokens,
-                pad_token_id=self.tok.pad_token_id)
+                top_p=top_p, top_k=0, max_new_tokens=self.max_new_tokens,
+                pad_token_id=self.tok.pad_token_id, **stop_kwargs(self.tok, self.stop))
         finally:
             model.train(was_training)
         completions = output[:, prompt_ids.shape[1]:].clone()  # out of inference mode
-        is_end = (completions == self.tok.eos_token_id).int()
-        keep = (is_end.cumsum(-1) - is_end) == 0
-        return completions, keep
+        return completions, sampled_tokens_mask(self.tok, completions, self.stop)
 
     @staticmethod
     def completion_logprobs(model, prompt_ids, prompt_mask, completions, keep, temperature):
@@ -268,11 +292,11 @@ class PolychromicTrainer(Trainer):
         completions, _ = self.sample(self.model, encoded["input_ids"],
                                      encoded["attention_mask"], config.eval_samples,
                                      config.eval_temperature, 1.0)
-        texts = self.tok.batch_decode(completions, skip_special_tokens=True)
+        texts = self.decode(completions)
         k = config.eval_samples
         scores, table = [], defaultdict(list)
         for p, (prompt, _) in enumerate(self.eval_prompts):
-            group = [t.strip() for t in texts[p * k:(p + 1) * k]]
+            group = texts[p * k:(p + 1) * k]
             vectors = self.embedder(group) if config.diversity_metric == "semantic" else None
             scores.append(set_diversity(config.diversity_metric, group, vectors,
                                         config.distinct_n)(range(k)))

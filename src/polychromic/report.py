@@ -3,7 +3,7 @@
 Table 1 comes from the compare stage's comparison.json: "mean [95% CI]" per system and metric,
 the best per column in bold, marks where polychromic beats a system after correction.
 Figure 1 is the unbiased pass@k for k = 1..n from the per-prompt scores (passk.png, and
-passk.csv for `dvc plots`). ablations.py shares the table formatting helpers."""
+passk.csv for `dvc plots`). The table formatting is in tables.py (shared with Table 2)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import argparse
 import io
 import json
 import random
+import re
 from dataclasses import dataclass, field
-from itertools import accumulate, groupby
+from itertools import groupby
 from pathlib import Path
-from typing import Any
 
 from polychromic.config import (
     UserError,
@@ -27,17 +27,12 @@ from polychromic.config import (
 )
 from polychromic.io import atomic_path, read_jsonl
 from polychromic.metrics import pass_at_k
+from polychromic.tables import DASH, fmt, md_escape, md_table, tex_escape, tex_tabular
 
-SCORE_FIELDS = {"tweet_id": str, "n": int, "passed": int}
-GENERATION_FIELDS = {"tweet_id": str, "prompt": str, "references": list, "samples": list}
+SCORE_FIELDS = {"id": str, "n": int, "passed": int}
+GENERATION_FIELDS = {"id": str, "prompt": str, "references": list, "samples": list}
 GROUPS = {"diversity": "Diversity", "quality": "Quality", "passk": "pass@k",
           "domain": "Domain"}
-DASH = "–"  # an undefined value
-TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-       "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": "$<$",
-       ">": "$>$", DASH: "--", "↓": r"$\downarrow$", "λ": r"$\lambda$", "Δ": r"$\Delta$"}
-
-
 @dataclass
 class ReportConfig:
     examples: int = field(default=3, metadata={"help": "prompts shown in examples.md"})
@@ -47,40 +42,6 @@ class ReportConfig:
     def check(self, key: str) -> None:
         require(self.examples >= 1, f"{key}.examples", "must be >= 1")
         require(self.example_samples >= 1, f"{key}.example_samples", "must be >= 1")
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    return DASH if value is None else f"{value:.{digits}f}"
-
-
-def md_escape(text: str) -> str:
-    """A Markdown table cell: `|` escaped, line breaks as <br>."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r\n", "<br>").replace(
-        "\n", "<br>")
-
-
-def tex_escape(text: str) -> str:
-    return "".join(TEX.get(char, char) for char in text)
-
-
-def md_table(header: list[str], rows: list[list[str]], align: str) -> str:
-    """`align`: one character per column, l or r."""
-    rule = [":---" if a == "l" else "---:" for a in align]
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, rule, *rows])
-
-
-def tex_tabular(header: list[str], rows: list[list[str]], align: str,
-                groups: list[tuple[str, int]] | None = None) -> str:
-    """A booktabs tabular of escaped cells; `groups`: (title or "", span) over all columns."""
-    lines = [rf"\begin{{tabular}}{{{align}}}", r"\toprule"]
-    if groups:
-        lines.append(" & ".join(rf"\multicolumn{{{span}}}{{c}}{{{title}}}" if title
-                                else " & ".join([""] * span) for title, span in groups) + r" \\")
-        ends = accumulate(span for _, span in groups)
-        lines.append(" ".join(rf"\cmidrule(lr){{{end - span + 1}-{end}}}"
-                              for end, (title, span) in zip(ends, groups, strict=True) if title))
-    lines += [" & ".join(header) + r" \\", r"\midrule", *(" & ".join(c) + r" \\" for c in rows)]
-    return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"])
 
 
 def table1(comparison: dict, systems: list[str]) -> tuple[list[str], dict[str, list[dict]]]:
@@ -167,6 +128,10 @@ def verdict_markdown(comparison: dict) -> str:
                          md_escape(str(c.get("threshold", ""))),
                          word.get(None if value is None else c.get("met"), "not measured")])
     lines += ["", md_table(["Bar", "Criterion", "Value", "Threshold", "Result"], rows, "llrll")]
+    skipped = ((comparison.get("verdict") or {}).get("minimum") or {}).get("not_applicable")
+    if skipped:
+        lines += ["", f"Not applicable to this domain (not computed for it): "
+                  f"{', '.join(skipped)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -199,10 +164,10 @@ def read_runs(root: Path, systems: list[str], seeds: list[int], fields: dict) ->
         for seed in seeds:
             path = root / system / f"seed{seed}.jsonl"
             records = read_jsonl(path, fields)
-            bad = [f"tweet_id {r['tweet_id']}: needs n >= 1, 0 <= passed <= n" for r in records
+            bad = [f"id {r['id']}: needs n >= 1, 0 <= passed <= n" for r in records
                    if "n" in fields and not 0 <= r["passed"] <= r["n"] >= 1]
-            if bad or len({r["tweet_id"] for r in records}) < len(records):
-                raise UserError(f"{path}: {(bad or ['repeated tweet_id'])[0]}")
+            if bad or len({r["id"] for r in records}) < len(records):
+                raise UserError(f"{path}: {(bad or ['repeated id'])[0]}")
             runs[system].append(records)
     return runs
 
@@ -214,7 +179,7 @@ def passk_curves(scores: dict[str, list[list[dict]]]) -> tuple[list[int], dict[s
     for system, runs in scores.items():
         per_prompt: dict[str, list[list[float]]] = {}
         for r in (r for records in runs for r in records):
-            per_prompt.setdefault(r["tweet_id"], []).append(
+            per_prompt.setdefault(r["id"], []).append(
                 [pass_at_k(r["n"], r["passed"], k) for k in ks])
         means = [[sum(v) / len(v) for v in zip(*seeds, strict=True)]
                  for seeds in per_prompt.values()]
@@ -242,7 +207,7 @@ def passk_png(ks: list[int], curves: dict[str, list[float]], title: str) -> byte
 def examples_markdown(generations: dict[str, list[dict]], config: ReportConfig,
                       domain: str) -> str:
     """A seeded choice among the prompts every system answered; samples side by side."""
-    by_id = {s: {r["tweet_id"]: r for r in records} for s, records in generations.items()}
+    by_id = {s: {r["id"]: r for r in records} for s, records in generations.items()}
     first = next(iter(by_id.values()))
     common = [t for t in first if all(t in ids for ids in by_id.values())]
     if not common:
@@ -253,14 +218,38 @@ def examples_markdown(generations: dict[str, list[dict]], config: ReportConfig,
              f"{len(chosen)} of {len(common)} prompts, chosen with seed {config.seed}; the "
              f"first {config.example_samples} samples of each system.", ""]
     for number, row in enumerate((first[t] for t in common if t in chosen), start=1):
-        lines += [f"## Example {number} (`{row['tweet_id']}`)", "",
-                  f"**Prompt:** {md_escape(row['prompt'])}", "", "**Human reference(s):**", ""]
-        lines += [f"- {md_escape(str(ref))}" for ref in row["references"]] + [""]
-        samples = [by_id[s][row["tweet_id"]]["samples"][:config.example_samples] for s in by_id]
+        lines += [f"## Example {number} (`{row['id']}`)", "", "**Prompt:**", "",
+                  *block(row["prompt"]), "**Reference(s):**", ""]
+        for ref in row["references"]:
+            lines += block(str(ref), bullet=True)
+        samples = [by_id[s][row["id"]]["samples"][:config.example_samples] for s in by_id]
+        if any("\n" in str(text) for texts in samples for text in texts):
+            lines += multiline_samples(list(by_id), samples)  # code: blocks, not table cells
+            continue
         table = [[str(i + 1)] + [md_escape(str(v[i])) if i < len(v) else DASH for v in samples]
                  for i in range(max(map(len, samples)))]
         lines += [md_table(["#", *map(md_escape, by_id)], table, "r" + "l" * len(by_id)), ""]
     return "\n".join(lines)
+
+
+def block(text: str, bullet: bool = False) -> list[str]:
+    """Markdown lines for a text: one escaped line, or a fenced block if it has several (the
+    fence longer than any run of backticks inside)."""
+    if "\n" not in text:
+        return [("- " if bullet else "") + md_escape(text), ""]
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return [fence, text, fence, ""]
+
+
+def multiline_samples(systems: list[str], samples: list[list[str]]) -> list[str]:
+    """Each system's samples as fenced blocks."""
+    lines = []
+    for system, texts in zip(systems, samples, strict=True):
+        lines += [f"**{md_escape(system)}**", ""]
+        for number, text in enumerate(map(str, texts), start=1):
+            lines += ([f"{number}.", "", *block(text)] if "\n" in text
+                      else [f"{number}. {md_escape(text)}", ""])
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:

