@@ -1,15 +1,26 @@
-"""Batched sampling on the tiny Llama."""
+"""Sampling: the next-token distribution against transformers' own warpers, the draws
+against their distribution, and the decode loop (cache in place, rows leaving the batch)
+against plain `generate` on the tiny Llama."""
 
+import numpy as np
+import pytest
 import torch
 from transformers import AutoTokenizer
+from transformers.generation.logits_process import (
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from polychromic.domains.replies import Replies
 from polychromic.modeling import load_model, prompt_text
 from polychromic.sampling import (
     cut_at_stop,
-    generate_shared_prefix,
+    draw,
+    next_token_distribution,
+    padded,
     sample,
-    sampled_tokens_mask,
+    stop_check,
 )
 
 DOMAIN = Replies("replies", {})
@@ -28,31 +39,71 @@ def setup(tiny_model_dir):
     return tokenizer, model, texts
 
 
-def test_shared_prefix_generation_equals_plain_generate(tiny_model_dir):
-    """Encoding each prompt once and copying its cache to its n rows must give what plain
-    `generate` gives on the n-fold repeated prompts (prompts of unequal length, so left
-    padding and positions are exercised): token for token when greedy, and under sampling
-    with the same seed."""
+@pytest.mark.parametrize("temperature,top_k,top_p", [
+    (0.7, 50, 0.95), (1.0, 0, 0.9), (0.8, 10, 1.0), (1.0, 0, 1.0), (1.3, 200, 0.5)])
+def test_next_token_distribution_is_generates(temperature, top_k, top_p):
+    """The candidates' probabilities are those transformers samples from: temperature, then
+    top-k, then top-p warpers, then softmax over the whole vocabulary."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 3000, generator=generator) * 3
+    logits[0, :5] += 12  # one peaked row: top-p keeps very few
+    expected = TemperatureLogitsWarper(temperature)(None, logits.clone())
+    if top_k:
+        expected = TopKLogitsWarper(top_k)(None, expected)
+    if top_p < 1:
+        expected = TopPLogitsWarper(top_p)(None, expected)
+    expected = torch.softmax(expected, dim=-1)
+    probs, ids = next_token_distribution(logits, temperature, top_k, top_p)
+    dense = probs if ids is None else torch.zeros_like(logits).scatter(-1, ids, probs)
+    torch.testing.assert_close(dense, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_draws_follow_the_distribution():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05, 0.0]]).repeat(200_000, 1)
+    ids = torch.tensor([[7, 3, 9, 1, 4]]).repeat(200_000, 1)
+    tokens = draw(probs, ids, torch.Generator().manual_seed(1)).numpy()
+    for token, p in zip([7, 3, 9, 1, 4], [0.5, 0.3, 0.15, 0.05, 0.0], strict=True):
+        share = float(np.mean(tokens == token))
+        assert abs(share - p) <= 4.5 * (p * (1 - p) / len(tokens)) ** 0.5 + 1e-12, token
+
+
+def test_decode_loop_gives_the_logits_of_a_plain_forward_as_rows_leave(tiny_model_dir):
+    """Teacher-forced through the decode loop (each prompt encoded once, its cache copied to
+    its rows and written in place, rows leaving the batch as they end at different steps),
+    every row's logits at every step equal those of one plain forward pass over its prompt
+    and continuation, left-padded as a batch; and it stops each row where it ends."""
+    from polychromic.sampling import decode
+
     tokenizer, model, texts = setup(tiny_model_dir)
     encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     ids, mask = encoded["input_ids"], encoded["attention_mask"]
-    kwargs = {"do_sample": False, "max_new_tokens": 8, "pad_token_id": tokenizer.pad_token_id,
-              "output_logits": True, "return_dict_in_generate": True}
-    with torch.inference_mode():
-        plain = model.generate(input_ids=ids.repeat_interleave(3, dim=0),
-                               attention_mask=mask.repeat_interleave(3, dim=0), **kwargs)
-    shared = generate_shared_prefix(model, ids, mask, 3, **kwargs)
-    assert torch.equal(shared.sequences, plain.sequences)
-    for step_shared, step_plain in zip(shared.logits, plain.logits, strict=True):
-        torch.testing.assert_close(step_shared, step_plain, rtol=1e-4, atol=1e-5)
-    kwargs.update(output_logits=False, return_dict_in_generate=False)
+    n, steps = 3, 9
+    forced = torch.randint(100, 1000, (len(texts) * n, steps),
+                           generator=torch.Generator().manual_seed(0))
+    lengths = [2, 9, 5, 9, 1, 7]  # where each row ends (via `ended`)
+    seen: dict[int, list[torch.Tensor]] = {row: [] for row in range(len(lengths))}
 
-    kwargs.update(do_sample=True, temperature=1.0, top_p=0.9)
-    torch.manual_seed(5)
+    def choose(logits, rows):
+        for logit, row in zip(logits, rows, strict=True):
+            seen[row].append(logit.clone())
+        step = len(seen[rows[0]]) - 1
+        return torch.stack([forced[row, step] for row in rows])
+
+    endings = {tuple(forced[row, :length].tolist()) for row, length in enumerate(lengths)}
+    assert len({forced[row, 0].item() for row in range(len(lengths))}) == len(lengths)
+    out = decode(model, ids, mask, n, choose, steps, eos_token_id=-1,
+                 ended=lambda sample: tuple(sample) in endings)
+    assert [len(row) for row in out] == lengths
+    full_ids = torch.cat([ids.repeat_interleave(n, 0), forced], 1)
+    full_mask = torch.cat([mask.repeat_interleave(n, 0), torch.ones_like(forced)], 1)
     with torch.inference_mode():
-        plain = model.generate(**encoded, num_return_sequences=3, **kwargs)
-    torch.manual_seed(5)
-    assert torch.equal(generate_shared_prefix(model, ids, mask, 3, **kwargs), plain)
+        logits = model(input_ids=full_ids, attention_mask=full_mask,
+                       position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0)).logits
+    for row, length in enumerate(lengths):
+        assert out[row] == forced[row, :length].tolist()
+        for step in range(length):
+            torch.testing.assert_close(seen[row][step], logits[row, ids.shape[1] - 1 + step],
+                                       rtol=1e-4, atol=1e-5)
 
 
 def test_sample_returns_n_samples_per_prompt_reproducibly(tiny_model_dir):
@@ -67,7 +118,7 @@ def test_sample_returns_n_samples_per_prompt_reproducibly(tiny_model_dir):
 def test_stop_strings_end_samples_and_are_not_part_of_them(tiny_model_dir):
     """A stop string (a word the unstopped sample goes on to write, same seed) ends the
     sample and is cut off; the trainer's token mask keeps exactly the tokens up to the end of
-    the stop string, or up to the end-of-turn token."""
+    the stop string (`padded`)."""
     tokenizer, model, texts = setup(tiny_model_dir)
     settings = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 8}
     free = sample(model, tokenizer, texts, 2, **settings, seed=0)
@@ -78,13 +129,14 @@ def test_stop_strings_end_samples_and_are_not_part_of_them(tiny_model_dir):
     assert cut_at_stop("a```b```", ["```"]) == "a" and cut_at_stop("ab", ["```"]) == "ab"
 
     ids = tokenizer(" x y```z w", add_special_tokens=False)["input_ids"]
-    eos = tokenizer.eos_token_id
-    completions = torch.tensor([ids + [eos, eos], ids[:2] + [eos] + [eos] * (len(ids) - 1)])
-    keep = sampled_tokens_mask(tokenizer, completions, ["```"])
-    through_fence = next(t for t in range(1, len(ids) + 1)
-                         if "```" in tokenizer.decode(ids[:t]))
-    assert keep[0].tolist() == [True] * through_fence + [False] * (len(ids) + 2 - through_fence)
-    assert keep[1].tolist() == [True] * 3 + [False] * (len(ids) - 1)  # up to its end token
+    check = stop_check(tokenizer, ["```"])
+    through_fence = next(t for t in range(1, len(ids) + 1) if check(ids[:t]))
+    assert "```" in tokenizer.decode(ids[:through_fence])
+    assert "```" not in tokenizer.decode(ids[:through_fence - 1])
+    completions, keep = padded([ids[:through_fence], ids[:2]], tokenizer.pad_token_id)
+    assert keep[0].tolist() == [True] * through_fence
+    assert keep[1].tolist() == [True] * 2 + [False] * (through_fence - 2)
+    assert completions[1, 2:].tolist() == [tokenizer.pad_token_id] * (through_fence - 2)
 
 
 def test_reference_nll_matches_the_models_own_loss(tiny_model_dir):

@@ -76,7 +76,6 @@ def test_diversity_term_has_gradient_on_every_lora_parameter(untied_model_dir, t
     trainer = trainer_for(tmp_path, tokenizer, model, data, config, embedder=embedder)
     batch = PadCollator(tokenizer.pad_token_id)(data[:4])
     model.train()
-    torch.manual_seed(0)
     term, score = trainer.diversity_term(model, batch)
     assert 0 < score <= 1
     params = lora_parameters(model)
@@ -102,10 +101,10 @@ def test_lambda_zero_is_the_baseline_and_lambda_adds_the_term(untied_model_dir, 
     # λ = 0.5: the gradient is the baseline's plus 0.5 × the diversity term's (same samples)
     config.diversity_weight = 0.5
     half = trainer_for(tmp_path, tokenizer, model, data, config, embedder=embedder)
-    torch.manual_seed(3)
+    half.generator.manual_seed(3)
     combined = gradients(half.compute_loss(model, batch), params)
     half.scaler.running_ms = None  # replay the same step from the same state
-    torch.manual_seed(3)
+    half.generator.manual_seed(3)
     term, _ = half.diversity_term(model, batch)
     term_grads = gradients(term, params)
     for name, grad in combined.items():
@@ -128,7 +127,7 @@ def sampled_diversity(trainer, tokenizer, model, seed=0):
     tokenizer.padding_side = "left"
     prompts = [chat(tokenizer, p) for p in PROMPTS]
     encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    torch.manual_seed(seed)
+    trainer.generator.manual_seed(seed)
     completions, _ = trainer.sample(model, encoded["input_ids"], encoded["attention_mask"], 6,
                                     1.0, 1.0)
     texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
@@ -195,3 +194,44 @@ def test_completion_logprobs_match_one_forward_over_prompt_and_completion(untied
     fast_grads = gradients(fast[keep].sum(), params)
     for name, grad in gradients(plain[keep].sum(), params).items():
         torch.testing.assert_close(fast_grads[name], grad, rtol=1e-3, atol=1e-5)
+
+
+def test_set_objective_rewards_come_from_the_domain_checker(untied_model_dir, tmp_path,
+                                                           monkeypatch):
+    """With objective `set`, each sample's reward is the domain checker's, for the record
+    the batch row came from (`record_index`), on the same decoded samples as the diversity."""
+    from polychromic import polychromic_trainer
+    from polychromic.domains import Checker
+
+    class Lengths(Checker):  # a graded reward: the share of 6 tokens a sample used
+        calls = []
+
+        def rewards(self, items):
+            self.calls.append(items)
+            return [[min(1.0, len(s.split()) / 6) for s in samples] for _, samples in items]
+
+    seen = []
+    real = polychromic_trainer.set_advantages
+    monkeypatch.setattr(polychromic_trainer, "set_advantages",
+                        lambda d, rewards, size: seen.append(list(rewards)) or real(
+                            d, rewards, size))
+    tokenizer, model, data, config = setup(untied_model_dir, objective="set", n_generations=3,
+                                           prompts_per_step=2)
+    records = [{"id": f"r{i}", "prompt": p, "references": ["ok"], "task": {}}
+               for i, p in enumerate(PROMPTS)]
+    checker = Lengths()
+    trainer = PolychromicTrainer(
+        model=model, args=arguments(tmp_path), train_dataset=data,
+        data_collator=PadCollator(tokenizer.pad_token_id), polychromic=config,
+        tokenizer=tokenizer, checker=checker, records=records)
+    batch = PadCollator(tokenizer.pad_token_id)(data[:4])
+    model.train()
+    term, _ = trainer.diversity_term(model, batch, torch.tensor([5, 2, 7, 0]))
+    (items,) = checker.calls
+    assert [record["id"] for record, _ in items] == ["r5", "r2"]  # the first prompts_per_step
+    assert all(len(samples) == 3 for _, samples in items)
+    assert seen == [[min(1.0, len(s.split()) / 6) for s in samples] for _, samples in items]
+    assert term.requires_grad
+    with pytest.raises(ValueError, match="needs the domain's checker"):
+        PolychromicTrainer(model=model, args=arguments(tmp_path), train_dataset=data,
+                           polychromic=config, tokenizer=tokenizer)

@@ -3,10 +3,10 @@
 Systems: `zero_shot` (base model, the domain's prompt), `few_shot` (base model, the prompt
 after k worked examples drawn once from the domain's few-shot pool with the seed), and a
 trained method (base model + its LoRA adapter, the prompt as in training). The domain owns
-the prompt format and the sampling settings (params `<domain>.sampling`); prompts and their
-n samples are batched together, `batch_prompts` prompts per `generate` call, each prompt
-encoded once. Each row also records the reference outputs' log-likelihood under the system
-(for their perplexity).
+the prompt format and the sampling settings (params `<domain>.sampling`); up to
+`batch_prompts` prompts and their n samples are sampled together (fewer when their cache
+would pass `cache_gb`), each prompt encoded once (`sampling.py`). Each row also records the
+reference outputs' log-likelihood under the system (for their perplexity).
 """
 
 from __future__ import annotations
@@ -28,12 +28,37 @@ PROMPTED = ("zero_shot", "few_shot")
 @dataclass
 class GenerateConfig:
     n: int = field(default=10, metadata={"help": "samples per prompt (>= the largest k)"})
-    batch_prompts: int = field(default=4, metadata={"help": "prompts per generate call"})
+    batch_prompts: int = field(default=20, metadata={"help": "prompts sampled together (at "
+                                                     "most; fewer when cache_gb is reached)"})
+    cache_gb: float = field(default=4.0, metadata={"help": "memory for one batch's KV cache"})
     few_shot_examples: int = field(default=5, metadata={"help": "examples shown to few_shot"})
 
     def check(self, key: str) -> None:
         for name in ("n", "batch_prompts", "few_shot_examples"):
             require(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
+        require(self.cache_gb > 0, f"{key}.cache_gb", "must be > 0")
+
+
+def cache_bytes_per_token(model) -> int:
+    """KV-cache bytes of one token of one sample."""
+    config = model.config.get_text_config(decoder=True)
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * heads * head_dim * model.dtype.itemsize
+
+
+def batches(lengths: list[int], limit: int, samples: int, budget: float) -> list[range]:
+    """Consecutive prompts per batch: at most `limit`, and while samples x (longest prompt +
+    new tokens) tokens of cache stay within `budget` (at least one prompt per batch)."""
+    out, start = [], 0
+    while start < len(lengths):
+        end = start + 1
+        while end < len(lengths) and end - start < limit and (
+                (end + 1 - start) * samples * max(lengths[start:end + 1]) <= budget):
+            end += 1
+        out.append(range(start, end))
+        start = end
+    return out
 
 
 def few_shot_examples(pool: list[Record], count: int, seed: int) -> list[Record]:
@@ -46,14 +71,18 @@ def generate_rows(model, tokenizer, domain: Domain, records: list[Record],
                   progress=None) -> list[dict]:
     """One row per record: its samples, and each reference's NLL under the system."""
     sampling, rows = domain.sampling, []
-    for start in range(0, len(records), config.batch_prompts):
-        batch = records[start:start + config.batch_prompts]
-        texts = [prompt_text(tokenizer, domain.messages(r, examples), domain.assistant_prefix(r))
-                 for r in batch]
-        samples = sample(model, tokenizer, texts, config.n, temperature=sampling.temperature,
+    texts = [prompt_text(tokenizer, domain.messages(r, examples), domain.assistant_prefix(r))
+             for r in records]
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) + sampling.max_new_tokens
+               for t in texts]
+    budget = config.cache_gb * 2**30 / cache_bytes_per_token(model)
+    for batch in batches(lengths, config.batch_prompts, config.n, budget):
+        samples = sample(model, tokenizer, [texts[i] for i in batch], config.n,
+                         temperature=sampling.temperature, top_k=sampling.top_k,
                          top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens,
-                         stop=domain.stop, seed=seed + start)
-        for record, text, record_samples in zip(batch, texts, samples, strict=True):
+                         stop=domain.stop, seed=seed + batch.start)
+        for i, record_samples in zip(batch, samples, strict=True):
+            record, text = records[i], texts[i]
             targets = [domain.target(record, ref) for ref in record["references"]]
             nll, tokens = continuation_nll(model, tokenizer, text, targets)
             rows.append({"id": record["id"], "prompt": record["prompt"],

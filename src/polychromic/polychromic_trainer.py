@@ -28,12 +28,7 @@ from polychromic.objective import (
     leave_one_out_advantages,
     set_advantages,
 )
-from polychromic.sampling import (
-    cut_at_stop,
-    generate_shared_prefix,
-    sampled_tokens_mask,
-    stop_kwargs,
-)
+from polychromic.sampling import cut_at_stop, padded, sample_ids, stop_check
 
 log = logging.getLogger("polychromic")
 METRICS = ("semantic", "bleu", "distinct")
@@ -120,14 +115,15 @@ class PolychromicTrainer(Trainer):
         self.tok = tokenizer
         self.embedder = embedder
         self.checker = checker
-        self.records = list(records)
+        self.train_records = list(records)
         self.max_new_tokens = polychromic.max_new_tokens or max_new_tokens
         self.stop = tuple(stop)
         self.eval_prompts = list(eval_prompts)
-        if polychromic.objective == "set" and (checker is None or not self.records):
+        self.generator = torch.Generator().manual_seed(self.args.seed)  # the samples' draws
+        if polychromic.objective == "set" and (checker is None or not self.train_records):
             raise ValueError("the set objective needs the domain's checker and the records")
         self.scaler = AdvantageScaler(polychromic.advantage_scaling)
-        self.records: dict[str, list[float]] = defaultdict(list)
+        self.logged: dict[str, list[float]] = defaultdict(list)
         self.flags = {"diversity_collapse": False, "overfitting": False}
         self.last_train_loss: float | None = None
         self.last_eval_loss: float | None = None
@@ -145,15 +141,15 @@ class PolychromicTrainer(Trainer):
         accumulation = self.current_gradient_accumulation_steps if scaled else 1
         if not model.training:
             return out
-        self.records["quality_loss"].append(quality.item() * accumulation)
+        self.logged["quality_loss"].append(quality.item() * accumulation)
         if config.diversity_weight == 0 or self.state.global_step % config.generate_every:
-            self.records["combined_loss"].append(quality.item() * accumulation)
+            self.logged["combined_loss"].append(quality.item() * accumulation)
             return out
         term, score = self.diversity_term(model, inputs, record_index)
         combined = quality + config.diversity_weight * term / accumulation
-        self.records["diversity_loss"].append(term.item())
-        self.records["diversity_score"].append(score)
-        self.records["combined_loss"].append(quality.item() * accumulation
+        self.logged["diversity_loss"].append(term.item())
+        self.logged["diversity_score"].append(score)
+        self.logged["combined_loss"].append(quality.item() * accumulation
                                              + config.diversity_weight * term.item())
         return (combined, out[1]) if return_outputs else combined
 
@@ -170,7 +166,7 @@ class PolychromicTrainer(Trainer):
         if config.objective == "set":
             if record_index is None:
                 raise ValueError("the set objective needs `record_index` in the batch")
-            records = [self.records[int(i)] for i in record_index[:rows]]
+            records = [self.train_records[int(i)] for i in record_index[:rows]]
             rewards = self.checker.rewards(list(zip(records, groups, strict=True)))
         advantages, scores = [], []
         for p, group in enumerate(groups):
@@ -212,19 +208,21 @@ class PolychromicTrainer(Trainer):
         return ids, mask
 
     def sample(self, model, prompt_ids, prompt_mask, n, temperature, top_p):
-        """n completions per prompt (dropout off, no grad) and the mask of their sampled tokens
+        """n completions per prompt (dropout off, no grad; top-k off, so that π is exactly
+        the distribution sampled from when top_p is 1) and the mask of their sampled tokens
         (up to the end-of-turn token or the end of a stop string)."""
         was_training = model.training
         model.eval()
         try:
-            output = generate_shared_prefix(
-                model, prompt_ids, prompt_mask, n, do_sample=True, temperature=temperature,
-                top_p=top_p, top_k=0, max_new_tokens=self.max_new_tokens,
-                pad_token_id=self.tok.pad_token_id, **stop_kwargs(self.tok, self.stop))
+            samples = sample_ids(
+                model, prompt_ids, prompt_mask, n, temperature=temperature, top_k=0,
+                top_p=top_p, max_new_tokens=self.max_new_tokens,
+                eos_token_id=self.tok.eos_token_id, generator=self.generator,
+                ended=stop_check(self.tok, self.stop))
         finally:
             model.train(was_training)
-        completions = output[:, prompt_ids.shape[1]:].clone()  # out of inference mode
-        return completions, sampled_tokens_mask(self.tok, completions, self.stop)
+        completions, keep = padded(samples, self.tok.pad_token_id)
+        return completions.to(prompt_ids.device), keep.to(prompt_ids.device)
 
     @staticmethod
     def completion_logprobs(model, prompt_ids, prompt_mask, completions, keep, temperature):
@@ -250,10 +248,10 @@ class PolychromicTrainer(Trainer):
 
     # -- logging, evaluation, red flags --------------------------------------------------
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        if "loss" in logs and self.records:
-            for key, values in self.records.items():
+        if "loss" in logs and self.logged:
+            for key, values in self.logged.items():
                 logs[key] = float(np.mean(values))
-            self.records.clear()
+            self.logged.clear()
             self.last_train_loss = logs["quality_loss"]
             score = logs.get("diversity_score")
             if score is not None and score < self.polychromic.collapse_below:

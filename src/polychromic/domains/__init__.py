@@ -51,11 +51,14 @@ class Sampling:
         "help": "tokens per sample at most (also the polychromic training samples' length "
                 "unless polychromic.max_new_tokens sets one)"})
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature"})
+    top_k: int = field(default=50, metadata={"help": "sample from the k most likely tokens "
+                                             "(0: all; 50 is transformers' default)"})
     top_p: float = field(default=0.95, metadata={"help": "nucleus sampling mass"})
 
     def check(self, key: str) -> None:
         for name in ("test_prompts", "max_new_tokens"):
             require(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
+        require(self.top_k >= 0, f"{key}.top_k", "must be >= 0")
         require(self.temperature > 0, f"{key}.temperature", "must be > 0")
         require(0 < self.top_p <= 1, f"{key}.top_p", "must be in (0, 1]")
 

@@ -164,7 +164,11 @@ class Code(Domain):
                 "checker": SandboxSettings}
     quality_metrics = ("log_perplexity",)  # ROUGE/BERTScore reward copying one solution
     domain_metrics = {"parses": (True, "Parses"), "tests_passed": (True, "Tests passed")}
-    stop = ("```",)
+    # The closing fence ends the answer; so do top-level lines that only show the function in
+    # use (tests never need them, and the model's own asserts can be wrong): on validation
+    # they cut the mean sample from 91 to 67 tokens and lost no passing program.
+    stop = ("```", "\nprint(", "\nassert ", "\nif __name__", "\n# Test", "\n# test",
+            "\n# Example", "\n# example")
 
     def load_splits(self) -> dict[str, list[Record]]:
         splits: dict[str, list[Record]] = {"train": [], "val": [], "test": [], "fewshot": []}
