@@ -55,6 +55,26 @@ def test_bad_params_name_the_key(section, message):
         load_section(TrainConfig, {"train": section}, "train")
 
 
+def test_a_domain_trains_with_its_own_values_of_train_keys():
+    from polychromic.training import train_config
+
+    params = {"train": {"max_steps": 60, "eval_every": 20, "checkpoint_every": 20},
+              "code": {"train": {"max_steps": 30, "eval_every": 10, "checkpoint_every": 10}},
+              "replies": {"train": {}}}
+    assert train_config(params, "replies").max_steps == 60
+    code = train_config(params, "code")
+    assert (code.max_steps, code.eval_every, code.checkpoint_every) == (30, 10, 10)
+    params["code"]["train"] = {"seeds": [1]}
+    with pytest.raises(UserError, match="'code.train.seeds' is not a train key a domain can"):
+        train_config(params, "code")
+    params["code"]["train"] = {"max_steps": 0}
+    with pytest.raises(UserError, match="'code.train.max_steps' must be > 0"):
+        train_config(params, "code")
+    params["code"]["train"] = {"checkpoint_every": 7}
+    with pytest.raises(UserError, match="'code.train.checkpoint_every' must be a multiple"):
+        train_config(params, "code")
+
+
 def test_atomic_path_keeps_the_old_output_on_failure(tmp_path):
     target = tmp_path / "out.json"
     target.write_text("old")

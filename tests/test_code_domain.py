@@ -19,7 +19,7 @@ needs_sandbox = pytest.mark.skipif(not sys.platform.startswith("linux") or os.ge
 def domain(test_set="mbpp", visible_tests=1, **checker):
     params = {"code": {"data": {"test_set": test_set},
                        "prompt": {"visible_tests": visible_tests}, "sampling": {},
-                       "checker": {"workers": 2, "uid": UID, **checker}}}
+                       "checker": {"workers": 2, "uid": UID, **checker}, "train": {}}}
     return load_domain("code", params)
 
 
@@ -158,7 +158,18 @@ def test_reward_is_the_share_of_visible_tests_and_check_needs_all(mbpp):
         assert one.check(record, record["references"][0]) is True
 
 
+def test_stop_strings_keep_the_function_and_drop_its_demonstration():
+    from polychromic.sampling import cut_at_stop
+
+    answer = ("def add(a, b):\n    # sum\n    return a + b\n\n# Example usage:\n"
+              "print(add(2, 3))\nassert add(1, 1) == 2\n```\nThat is all.")
+    kept = cut_at_stop(answer, Code.stop)
+    assert kept == "def add(a, b):\n    # sum\n    return a + b\n"
+    indented = "def f():\n    print(1)\n    assert True\n    return 2\n"
+    assert cut_at_stop(indented, Code.stop) == indented  # only top-level lines stop it
+
+
 def test_code_domain_declares_its_metrics():
     assert Code.quality_metrics == ("log_perplexity",)
     assert set(Code.domain_metrics) == {"parses", "tests_passed"}
-    assert Code.judge_rubric is None and Code.stop == ("```",)
+    assert Code.judge_rubric is None and Code.stop[0] == "```"

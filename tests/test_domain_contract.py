@@ -84,7 +84,7 @@ def test_a_new_domain_runs_through_the_unchanged_stages(tmp_path, tiny_model_dir
     (package / "__init__.py").write_text(ECHO)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["domains"] = ["echo"]
-    params["echo"] = {"data": {"copies": 2}, "prompt": {}, "checker": {},
+    params["echo"] = {"data": {"copies": 2}, "prompt": {}, "checker": {}, "train": {},
                       "sampling": {"test_prompts": 3, "max_new_tokens": 5,
                                    "temperature": 1.0, "top_p": 1.0}}
     params["generate"].update(n=10, batch_prompts=2, few_shot_examples=2)

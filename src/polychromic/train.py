@@ -3,6 +3,7 @@
 `baseline` is standard LoRA (cross-entropy on the target tokens); `polychromic` adds the
 diversity term (`polychromic_trainer.py`). The examples are the domain's prompts with each
 reference output as the target (`training.encode_records`); val loss is on val examples.
+Settings: the `train` section, with the domain's own values (`<domain>.train`) over it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from polychromic import tracking
-from polychromic.config import help_text, load_section, read_params, run_main
+from polychromic.config import help_text, read_params, run_main
 from polychromic.domains import load_domain
 from polychromic.io import atomic_path
 from polychromic.modeling import PadCollator, load_model, load_tokenizer
@@ -31,6 +32,7 @@ from polychromic.training import (
     make_trainer,
     polychromic_options,
     read_records,
+    train_config,
     training_arguments,
 )
 
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoints", help="checkpoint directory (default: <out>.checkpoints)")
     args = parser.parse_args(argv)
     params = read_params()
-    config = load_section(TrainConfig, params, "train")
+    config = train_config(params, args.domain)
     check_method(args.method)
     domain = load_domain(args.domain, params)
 

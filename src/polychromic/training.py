@@ -13,6 +13,7 @@ the effective batch, as with one big batch (tested).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +77,20 @@ class TrainConfig:
         self.lora_settings = load_section(LoraSettings, {"lora": self.lora}, "lora")
         require(self.lora_settings.r > 0, f"{key}.lora.r", "must be > 0")
         require(0 <= self.lora_settings.dropout < 1, f"{key}.lora.dropout", "must be in [0, 1)")
+
+
+def train_config(params: dict, domain: str) -> TrainConfig:
+    """The `train` section with the domain's own values (`<domain>.train`) laid over it."""
+    base = load_section(TrainConfig, params, "train")
+    overrides = (params.get(domain) or {}).get("train") or {}
+    allowed = {f.name for f in dataclasses.fields(TrainConfig)} - {"seeds"}
+    unknown = sorted(set(overrides) - allowed)
+    require(not unknown, f"{domain}.train.{unknown[0] if unknown else ''}",
+            f"is not a train key a domain can set (known: {', '.join(sorted(allowed))})")
+    if not overrides:
+        return base
+    merged = {**params["train"], **overrides}
+    return load_section(TrainConfig, {domain: {"train": merged}}, f"{domain}.train")
 
 
 def read_records(path: Path) -> list[Record]:

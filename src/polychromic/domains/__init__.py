@@ -2,8 +2,10 @@
 
 A domain is the package `polychromic.domains.<name>`, found by its name, whose `DOMAIN` is a
 `Domain` subclass; its settings are the params section `<name>` with the subsections
-`data`, `prompt`, `sampling` and `checker`. Adding a domain is one package plus one params
-section (and its name in `domains`): no stage changes. A domain owns
+`data`, `prompt`, `sampling`, `checker` and `train` (the keys of the `train` section that
+this domain trains with differently, e.g. fewer steps for fewer examples). Adding a domain
+is one package plus one params section (and its name in `domains`): no stage changes. A
+domain owns
 - its data: `load_splits()` gives the prepared records of train, val, test and fewshot (the
   pool that few-shot examples are drawn from);
 - how a prompt is put to the model: `messages(record, examples)` (zero-shot: no examples),
@@ -34,7 +36,8 @@ from polychromic.config import UserError, load_section, require
 
 RECORD_FIELDS = {"id": str, "prompt": str, "references": list, "task": dict}
 SPLITS = ("train", "val", "test", "fewshot")
-SECTIONS = ("data", "prompt", "sampling", "checker")
+SECTIONS = ("data", "prompt", "sampling", "checker", "train")
+PARSED = SECTIONS[:4]  # `train` is read by the train stage, against the train section
 Record = dict[str, Any]
 
 
@@ -170,5 +173,7 @@ def load_domain(name: str, params: dict[str, Any]) -> Domain:
     unknown = sorted(set(section) - set(SECTIONS))
     require(not unknown, f"{name}.{unknown[0] if unknown else ''}",
             f"is not a domain section (known: {', '.join(SECTIONS)})")
+    require(isinstance(section.get("train"), dict), f"{name}.train",
+            "must be a mapping of train keys this domain sets differently ({} for none)")
     return cls(name, {sub: load_section(cls.sections[sub], params, f"{name}.{sub}")
-                      for sub in SECTIONS})
+                      for sub in PARSED})
