@@ -83,10 +83,12 @@ def test_prompt_shows_visible_tests_and_opens_the_code_block(mbpp, tokenizer_dir
     assert one.target(record, "def f():\n    pass\n") == "def f():\n    pass\n```"
 
 
-def test_humaneval_prompt_is_continued_inside_the_function(humaneval):
+def test_humaneval_answer_is_the_whole_function_after_its_prompt(humaneval):
     record = humaneval["test"][0]
     code = domain("humaneval")
-    assert code.assistant_prefix(record) == "```python\n" + record["prompt"]
+    assert code.assistant_prefix(record) == "```python\n"
+    assert record["prompt"] in code.user_message(record)
+    assert record["references"][0].startswith(record["task"]["header"])
     assert record["task"]["tests"][0].endswith(f"check({record['task']['entry_point']})")
 
 
@@ -127,8 +129,8 @@ def test_canonical_solutions_pass_and_wrong_ones_fail(mbpp, humaneval):
     code = domain(timeout_s=30.0, cpu_s=30.0)
     with code.checker([]) as checker:
         right = checker.verdicts([(r, [r["references"][0]]) for r in records])
-        wrong = checker.verdicts([(r, ["    return None\n" if r["task"]["prefix"]
-                                       else "def nothing():\n    return None\n"])
+        wrong = checker.verdicts([(r, [f"def {r['task']['entry_point']}(*args):\n"
+                                       "    return None\n"])
                                   for r in records[::25]])
     failed = [r["id"] for r, [v] in zip(records, right, strict=True) if not v.passed]
     assert failed == []

