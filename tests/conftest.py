@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def run_module(cwd: Path, module: str, *args: str, src: Path = REPO / "src") -> None:
+    """Run stage `polychromic.<module>` in `cwd` (MLflow store there); it must succeed."""
+    env = {**os.environ, "PYTHONPATH": str(src),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
+    result = subprocess.run([sys.executable, "-m", f"polychromic.{module}", *args], cwd=cwd,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -114,7 +114,7 @@ def test_stage_bad_param_exits_with_one_line_and_writes_nothing(tmp_path):
 def test_unknown_domain_and_missing_domain_section(tmp_path):
     result = run_stage(tmp_path, "prepare", ["--domain", "poems", "--out", "out"],
                        default_params())
-    assert_one_line_error(result, "unknown domain 'poems' (known: code, replies)")
+    assert_one_line_error(result, "unknown domain 'poems' (known: code, qa, replies)")
     params = default_params()
     del params["code"]
     result = run_stage(tmp_path, "prepare", ["--domain", "code", "--out", "out"], params)

@@ -3,17 +3,14 @@ section, runs through the unchanged stages prepare -> generate -> evaluate, and 
 it gets are the ones its checker and the shared metrics say."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import yaml
 
 from polychromic import metrics
-from tests.conftest import REPO
+from tests.conftest import REPO, run_module
 
 ECHO = textwrap.dedent('''
     """Domain `echo` (a test's): say the word back."""
@@ -68,11 +65,7 @@ ECHO = textwrap.dedent('''
 
 
 def run(cwd, module, *args):
-    env = {**os.environ, "PYTHONPATH": str(cwd / "src"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
-    result = subprocess.run([sys.executable, "-m", f"polychromic.{module}", *args], cwd=cwd,
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_module(cwd, module, *args, src=cwd / "src")  # the copy with the test's domain
 
 
 @pytest.mark.slow

