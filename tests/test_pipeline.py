@@ -51,8 +51,6 @@ def tiny_params(model_dir, domains=("replies", "code")):
     params["replies"]["sampling"].update(test_prompts=3, max_new_tokens=6)
     params["replies"]["checker"].update(calibration_pairs=300)
     params["code"]["sampling"].update(test_prompts=3, max_new_tokens=12)
-    params["qa"]["data"].update(train_per_family=4, val_per_family=2, test_per_family=1)
-    params["qa"]["sampling"].update(test_prompts=3, max_new_tokens=6)
     params["train"].update(max_steps=2, batch_size=2, eval_every=1, checkpoint_every=2,
                            eval_examples=4, max_length=384, warmup_steps=0, logging_every=1)
     params["train"]["lora"].update(r=2, alpha=4)
@@ -163,28 +161,6 @@ def test_dvc_repro_code_and_an_experiment(tmp_path, tiny_model_dir):
     # evaluate reruns only if the new adapter's samples differ (on this tiny model they may not)
     assert ("train", "polychromic") in temp_runs
     assert {system for _, system in temp_runs} == {"polychromic"}
-
-
-@pytest.mark.slow
-@pytest.mark.e2e
-def test_dvc_repro_qa_with_the_set_objective(tmp_path, tiny_model_dir):
-    """qa through DVC up to the polychromic system's evaluation, trained with the set
-    objective, whose reward is the package's score (compare and report are the other
-    domains' code paths)."""
-    repo, head = tiny_repository(tmp_path, tiny_model_dir, "qa")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["polychromic"].update(objective="set", advantage_scaling="none")
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    sh(repo, "dvc", "repro", "evaluate@qa-polychromic-42")
-
-    check_system_metrics(repo, "qa", ["polychromic"])
-    qa = json.loads((repo / "metrics/qa/polychromic/seed42.json").read_text())
-    assert set(qa["quality"]) == {"log_perplexity", "perplexity"}
-    assert set(qa["domain"]) == {"answered", "score"}
-    test = [json.loads(line) for line in (repo / "data/processed/qa/test.jsonl").open()]
-    assert [r["task"]["family"] for r in test] == list(params["qa"]["data"]["families"])
-    curves = (repo / "plots/qa/train/polychromic/seed42").rglob("*")
-    assert any(p.is_file() for p in curves)
 
 
 def check_system_metrics(repo, domain, systems):
