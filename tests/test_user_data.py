@@ -128,6 +128,7 @@ def test_prepare_reports_too_few_tweets_not_max_prompts(tmp_path):
                        replies_params("data/user/replies/tiny.csv"))
     assert_one_line_error(result, "tiny.csv: 2 distinct tweets (within replies.data."
                           "max_prompt_chars and max_reply_chars) leave the val split empty")
+    assert "so it needs about 24 tweets" in result.stderr
     assert "max_prompts" not in result.stderr.replace("max_prompt_chars", "")
     assert not (tmp_path / "out").exists()
 

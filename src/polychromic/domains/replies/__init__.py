@@ -229,7 +229,8 @@ def too_few(splits: dict[str, list[Record]], path: Path, config: RepliesData, ke
     empty = [name for name in ("train", "val", "test") if not splits[name]]
     if empty:
         prompts = sum(len(rows) for rows in splits.values())
-        need = N_STRATA * math.ceil(1 / min(config.val_fraction, config.test_fraction))
+        # a stratum of n gives round(n * f) prompts to a split: at least one once n * f > 0.5
+        need = N_STRATA * (math.floor(0.5 / min(config.val_fraction, config.test_fraction)) + 1)
         raise UserError(
             f"{path}: {prompts} distinct tweets (within {key}.max_prompt_chars and "
             f"max_reply_chars) leave the {empty[0]} split empty: the split cuts each of "
