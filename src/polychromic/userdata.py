@@ -24,7 +24,6 @@ from polychromic.config import UserError
 
 USER_DIR = Path("data/user")
 BOM = b"\xef\xbb\xbf"
-KINDS = ("id", "text", "number", "answer")
 
 
 @dataclass(frozen=True)
@@ -178,9 +177,3 @@ def read_rows(path: Path, schema: dict[str, Field]) -> list[Row]:
     if not rows:
         raise UserError(f"{path}: no records (expected fields: {', '.join(schema)})")
     return rows
-
-
-def schema_help(schema: dict[str, Field]) -> str:
-    """One line per field, for the README and error messages."""
-    return "\n".join(f"{name} ({field.kind}{'' if field.required else ', optional'}): "
-                     f"{field.help}" for name, field in schema.items())

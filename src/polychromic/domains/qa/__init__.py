@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import math
 import random
 import re
 import zlib
@@ -193,7 +194,7 @@ def parse_number(text: str) -> float | None:
         value = float(text.replace(",", "").strip())
     except ValueError:
         return None
-    return value if value == value and abs(value) != float("inf") else None
+    return value if math.isfinite(value) else None
 
 
 def user_splits(config: QaData, key: str) -> dict[str, list[Record]]:
