@@ -49,6 +49,7 @@ def test_read_jsonl_missing_and_empty_files(tmp_path):
     ({"lerning_rate": 1e-4}, "unknown key 'train.lerning_rate'"),
     ({"checkpoint_every": 7, "eval_every": 5}, "'train.checkpoint_every' must be a multiple"),
     ({"lora": {"r": 0}}, "'train.lora.r' must be > 0"),
+    ({"max_grad_norm": -1.0}, "'train.max_grad_norm' must be >= 0"),
 ])
 def test_bad_params_name_the_key(section, message):
     with pytest.raises(UserError, match=message):

@@ -1,5 +1,6 @@
-"""The compare stage: seed aggregation by hand, tests against stats/scipy, corrections over
-the whole family, and the verdict on crafted inputs that meet and miss each criterion."""
+"""The compare stage: seed aggregation by hand, tests against stats/scipy, corrections within
+the primary and the exploratory family, the primary analysis and its power against
+statsmodels' figures, and the verdict on crafted inputs that meet and miss each criterion."""
 
 import json
 
@@ -8,12 +9,14 @@ import pytest
 from scipy import stats as scipy_stats
 
 from polychromic import compare, stats
-from polychromic.compare import CompareConfig, compare_domain, verdict
+from polychromic.compare import CompareConfig, PrimaryHypotheses, compare_domain, verdict
 from polychromic.config import run_main
 from polychromic.domains.replies import Replies
 from polychromic.metrics import metric_table as table_of
 
 KS = [1, 10]
+PRIMARY = PrimaryHypotheses(diversity="semantic", passk="pass@10",
+                            quality=["rouge_l", "bertscore_f1", "pass@1"], margin=0.05)
 
 
 def metric_table(ks, domain=Replies):
@@ -63,7 +66,7 @@ def test_seed_average_and_system_summary_by_hand(tmp_path):
 def test_compare_domain_tests_seed_averaged_prompts_and_corrects_the_family(tmp_path):
     prompts = fixture(tmp_path)
     result = compare_domain(tmp_path, SYSTEMS, [1, 2], metric_table(KS), None,
-                            CompareConfig())
+                            CompareConfig(), PRIMARY)
     assert result["n_prompts"] == len(prompts) and result["seeds"] == [1, 2]
     table = metric_table(KS)
     assert len(result["comparisons"]) == len(table) * 3
@@ -85,11 +88,26 @@ def test_compare_domain_tests_seed_averaged_prompts_and_corrects_the_family(tmp_
                     if c["metric"] == "distinct_3" and c["b"] == "zero_shot")
     assert distinct["n"] == len(prompts) - 1
 
+    # exploratory: every test but the primary superiority ones, corrected among themselves
     tested = [c for c in result["comparisons"] if "wilcoxon_p" in c]
-    assert [c["wilcoxon_p_holm"] for c in tested] == pytest.approx(
-        stats.holm([c["wilcoxon_p"] for c in tested]))
-    assert [c["mann_whitney_p_bonferroni"] for c in tested] == pytest.approx(
-        stats.bonferroni([c["mann_whitney_p"] for c in tested]))
+    exploratory = [c for c in tested if c["family"] == "exploratory"]
+    assert len(exploratory) == len(tested) - 2
+    assert [c["wilcoxon_p_holm"] for c in exploratory] == pytest.approx(
+        stats.holm([c["wilcoxon_p"] for c in exploratory]))
+    assert [c["mann_whitney_p_bonferroni"] for c in exploratory] == pytest.approx(
+        stats.bonferroni([c["mann_whitney_p"] for c in exploratory]))
+    # primary: diversity, pass@10 and three non-inferiority tests, Holm over those five
+    family = result["primary"]["family"]
+    assert [(h["metric"], h["test"]) for h in family] == [
+        ("semantic", "superiority"), ("pass@10", "superiority"),
+        ("rouge_l", "non-inferiority"), ("bertscore_f1", "non-inferiority"),
+        ("pass@1", "non-inferiority")]
+    assert [h["wilcoxon_p_holm"] for h in family] == pytest.approx(
+        stats.holm([h["wilcoxon_p"] for h in family]))
+    semantic = next(c for c in tested if c["metric"] == "semantic" and c["b"] == "baseline")
+    assert semantic["family"] == "primary"
+    assert semantic["wilcoxon_p"] == pytest.approx(family[0]["wilcoxon_p"])
+    assert semantic["wilcoxon_p_holm"] == family[0]["wilcoxon_p_holm"]
     assert result["systems"]["polychromic"]["semantic"]["mean"] > \
         result["systems"]["baseline"]["semantic"]["mean"]
 
@@ -98,23 +116,26 @@ def test_prompts_must_match_across_systems(tmp_path):
     fixture(tmp_path, seeds=(1,))
     write_scores(tmp_path, "few_shot", 1, {}, ["p0", "other"])
     with pytest.raises(compare.UserError, match="few_shot/seed1.jsonl: holds other prompts"):
-        compare_domain(tmp_path, SYSTEMS, [1], metric_table(KS), None, CompareConfig())
+        compare_domain(tmp_path, SYSTEMS, [1], metric_table(KS), None, CompareConfig(),
+                       PRIMARY)
 
 
-def comparison(metric, mean_difference, p, dz, ci, mean_a=0.6, mean_b=0.5):
-    return {"metric": metric, "a": "polychromic", "b": "baseline", "mean_a": mean_a,
-            "mean_b": mean_b, "mean_difference": mean_difference, "bootstrap_ci95": ci,
-            "cohens_dz": dz, "wilcoxon_p_holm": p}
+def hypothesis(metric, test, difference, p, dz, mean_reference=0.6, mean_lora=0.5,
+               margin=0.0):
+    return {"metric": metric, "test": test, "n": 30, "mean_reference": mean_reference,
+            "mean_lora": mean_lora, "mean_difference": difference,
+            "better_oriented_difference": difference, "margin": margin,
+            "wilcoxon_p_holm": p, "cohens_dz": dz}
 
 
-def crafted(semantic=(0.05, 0.004, 0.6), rouge_ci=(-0.001, 0.01), passk=(0.8, 0.6)):
+def crafted(semantic=(0.05, 0.004, 0.6), rouge_p=0.01, passk=(0.8, 0.6), passk_p=0.02):
     difference, p, dz = semantic
-    return [comparison("semantic", difference, p, dz, [0.01, 0.09]),
-            comparison("rouge_l", 0.004, 0.3, 0.1, list(rouge_ci), mean_b=0.1),
-            comparison("bertscore_f1", 0.0, 0.5, 0.0, [-0.01, 0.01], mean_b=0.8),
-            comparison("pass@1", 0.0, 0.5, 0.0, [-0.001, 0.001], mean_b=0.2),
-            comparison("pass@10", passk[0] - passk[1], 0.1, 0.3, [0.0, 0.3],
-                       mean_a=passk[0], mean_b=passk[1])]
+    return [hypothesis("semantic", "superiority", difference, p, dz),
+            hypothesis("pass@10", "superiority", passk[0] - passk[1], passk_p, 0.4,
+                       mean_reference=passk[0], mean_lora=passk[1]),
+            hypothesis("rouge_l", "non-inferiority", 0.004, rouge_p, 0.5, margin=0.005),
+            hypothesis("bertscore_f1", "non-inferiority", 0.0, 0.001, 0.9, margin=0.04),
+            hypothesis("pass@1", "non-inferiority", 0.0, 0.001, 0.9, margin=0.01)]
 
 
 def met(result, level):
@@ -123,63 +144,115 @@ def met(result, level):
 
 def test_verdict_meets_every_criterion_on_a_strong_result():
     judge = {"overall": {"win_rate": 0.6}}
-    result = verdict(crafted(), metric_table(KS), judge, CompareConfig())
+    result = verdict(crafted(), judge, CompareConfig())
     assert met(result, "minimum") == [True] * 6
-    assert met(result, "strong") == [True] * 4
+    assert met(result, "strong") == [True] * 5
     assert result["minimum"]["met"] and result["strong"]["met"]
-    assert result["strong"]["criteria"][2]["value"] == pytest.approx(0.2 / 0.6)
+    assert result["strong"]["criteria"][3]["value"] == pytest.approx(0.2 / 0.6)
 
 
 @pytest.mark.parametrize("change, level, index", [
     ({"semantic": (-0.01, 0.004, 0.6)}, "minimum", 0),   # diversity lower
     ({"semantic": (0.05, 0.06, 0.6)}, "minimum", 1),     # not significant
     ({"semantic": (0.05, 0.004, 0.2)}, "minimum", 2),    # effect too small
-    ({"rouge_ci": (-0.02, 0.01)}, "minimum", 3),         # quality worse than 5% of 0.1
+    ({"rouge_p": 0.2}, "minimum", 3),                    # non-inferiority not shown
     ({"semantic": (0.05, 0.02, 0.6)}, "strong", 0),      # p between 0.01 and 0.05
     ({"semantic": (0.05, 0.004, 0.4)}, "strong", 1),     # d_z between 0.3 and 0.5
-    ({"passk": (0.7, 0.6)}, "strong", 2),                # pass@10 gain 16.7% < 20%
+    ({"passk_p": 0.2}, "strong", 2),                     # pass@10 gain not significant
+    ({"passk": (0.7, 0.6)}, "strong", 3),                # pass@10 gain 16.7% < 20%
 ])
 def test_verdict_misses_exactly_the_crafted_criterion(change, level, index):
-    result = verdict(crafted(**change), metric_table(KS), {"overall": {"win_rate": 0.6}},
-                     CompareConfig())
+    result = verdict(crafted(**change), {"overall": {"win_rate": 0.6}}, CompareConfig())
     flags = met(result, level)
     assert flags[index] is False
     assert all(flags[:index] + flags[index + 1:])
     assert result[level]["met"] is False
 
 
-def test_verdict_lower_is_better_diversity_metric_and_judge_not_measured():
-    config = CompareConfig(diversity_metric="self_bleu")
-    comparisons = crafted() + [comparison("self_bleu", -0.05, 0.001, -0.7, [-0.08, -0.02])]
-    result = verdict(comparisons, metric_table(KS), None, config)
-    assert met(result, "minimum")[:3] == [True, True, True]  # lower Self-BLEU is higher diversity
-    judge = result["strong"]["criteria"][3]
+def test_verdict_without_the_judge_is_not_strong():
+    result = verdict(crafted(), None, CompareConfig())
+    judge = result["strong"]["criteria"][4]
     assert judge["met"] is None and "not measured" in judge["criterion"]
     assert result["minimum"]["met"] and not result["strong"]["met"]
 
 
-def test_quality_metrics_the_domain_does_not_compute_are_not_applicable():
-    """On code, ROUGE-L and BERTScore are not computed: the verdict's comparable quality
-    rests on pass@1 alone, and says which criteria it left out."""
-    from polychromic.domains.code import Code
+def values(rng, n, centre):
+    return list(rng.normal(centre, 0.05, n))
 
-    comparisons = [c for c in crafted() if c["metric"] not in ("rouge_l", "bertscore_f1")]
-    result = verdict(comparisons, metric_table(KS, Code), None, CompareConfig())
-    assert result["minimum"]["not_applicable"] == ["rouge_l", "bertscore_f1"]
-    assert [c["criterion"].split(" (")[1].split(":")[0] for c in result["minimum"][
-        "criteria"][3:]] == ["pass@1"]
-    assert result["minimum"]["met"]
-    failing = [comparison("pass@1", -0.05, 0.9, -0.3, [-0.08, -0.02], mean_b=0.2)]
-    worse = verdict([c for c in comparisons if c["metric"] != "pass@1"] + failing,
-                    metric_table(KS, Code), None, CompareConfig())
-    assert not worse["minimum"]["met"]
+
+def test_primary_analysis_by_hand_lower_is_better_and_non_inferiority():
+    """Self-BLEU as the diversity metric (lower is better): the test asks for a lower value.
+    Non-inferiority on ROUGE-L: the shifted difference (a - b) + 5% of the LoRA mean."""
+    rng = np.random.default_rng(1)
+    n = 25
+    a = {"self_bleu": values(rng, n, 0.30), "pass@10": values(rng, n, 0.6),
+         "rouge_l": values(rng, n, 0.098)}
+    b = {"self_bleu": values(rng, n, 0.35), "pass@10": values(rng, n, 0.6),
+         "rouge_l": values(rng, n, 0.100)}
+    a["rouge_l"][0] = None  # undefined for one prompt: left out of that pair only
+    primary = PrimaryHypotheses(diversity="self_bleu", passk="pass@10", quality=["rouge_l"],
+                                margin=0.05)
+    family = compare.primary_analysis(a, b, metric_table(KS), primary, CompareConfig())
+    bleu, passk, rouge = family
+    d = np.array(b["self_bleu"]) - np.array(a["self_bleu"])  # oriented: lower is better
+    assert bleu["wilcoxon_p"] == pytest.approx(
+        scipy_stats.wilcoxon(a["self_bleu"], b["self_bleu"], alternative="less").pvalue)
+    assert bleu["cohens_dz"] == pytest.approx(d.mean() / d.std(ddof=1))
+    assert rouge["n"] == n - 1
+    lora = np.array(b["rouge_l"][1:])
+    shifted = np.array(a["rouge_l"][1:]) - lora + 0.05 * lora.mean()
+    assert rouge["margin"] == pytest.approx(0.05 * lora.mean())
+    assert rouge["wilcoxon_p"] == pytest.approx(
+        scipy_stats.wilcoxon(shifted, alternative="greater").pvalue)
+    assert rouge["cohens_dz"] == pytest.approx(shifted.mean() / shifted.std(ddof=1))
+    low, high = bleu["cohens_dz_ci95"]
+    assert low < bleu["cohens_dz"] < high
+    assert [h["wilcoxon_p_holm"] for h in family] == pytest.approx(
+        stats.holm([h["wilcoxon_p"] for h in family]))
+    # power at α = 0.05 / 3 for n = 25 pairs (statsmodels TTestPower, alternative="larger")
+    assert bleu["power"]["alpha"] == pytest.approx(0.05 / 3)
+    assert bleu["power"]["minimum_detectable_dz"] == pytest.approx(
+        stats.minimum_detectable_dz(25, 0.05 / 3))
+    assert stats.paired_power(bleu["power"]["minimum_detectable_dz"], 25, 0.05 / 3) == \
+        pytest.approx(0.8, abs=1e-6)
+    needed = bleu["power"]["prompts_needed"]
+    assert stats.paired_power(bleu["cohens_dz"], needed, 0.05 / 3) >= 0.8
+    assert stats.paired_power(bleu["cohens_dz"], needed - 1, 0.05 / 3) < 0.8
+
+
+@pytest.mark.parametrize("n,alpha,expected", [(30, 0.05, 0.4649472), (30, 0.01, 0.6070299)])
+def test_minimum_detectable_dz_matches_statsmodels(n, alpha, expected):
+    # TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=0.8,
+    #                          alternative="larger"), statsmodels 0.15.0
+    assert stats.minimum_detectable_dz(n, alpha) == pytest.approx(expected, abs=2e-6)
+
+
+def test_power_and_pairs_needed_match_statsmodels():
+    assert stats.paired_power(0.3, 40, 0.05) == pytest.approx(0.5868484, abs=1e-6)
+    assert stats.pairs_needed(0.5, 0.05) == 27  # statsmodels: 26.14 (G*Power: 27)
+    assert stats.pairs_needed(0.22, 0.0125) == 199  # statsmodels: 198.9
+    assert stats.pairs_needed(-0.1, 0.05) is None and stats.pairs_needed(None, 0.05) is None
+
+
+def test_primary_hypotheses_must_be_declared_and_computed():
+    table = metric_table(KS)
+    config = CompareConfig(primary={"replies": {"quality": ["rouge_l"]}})
+    assert config.hypotheses("replies", table) == PrimaryHypotheses(quality=["rouge_l"])
+    with pytest.raises(compare.UserError, match="'compare.primary.code' is missing"):
+        config.hypotheses("code", table)
+    with pytest.raises(compare.UserError, match="'compare.primary.replies.passk' names "
+                       "'pass@20', which domain replies does not compute"):
+        CompareConfig(primary={"replies": {"passk": "pass@20"}}).hypotheses("replies", table)
+    with pytest.raises(compare.UserError, match="unknown key 'compare.primary.replies.alpha'"):
+        CompareConfig(primary={"replies": {"alpha": 0.1}}).hypotheses("replies", table)
 
 
 def test_main_writes_comparison_and_rejects_too_few_resamples(tmp_path, monkeypatch, capsys):
     fixture(tmp_path / "scores", seeds=(7,))
     (tmp_path / "judge.json").write_text('{"enabled": false}')
     params = {"systems": SYSTEMS, "train": {"seeds": [7]}, "evaluate": {"ks": KS},
-              "compare": {"resamples": 10000}}
+              "compare": {"resamples": 10000, "primary": {"replies": {
+                  "quality": ["rouge_l", "bertscore_f1", "pass@1"]}}}}
     (tmp_path / "params.yaml").write_text(json.dumps(params))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -194,6 +267,13 @@ def test_main_writes_comparison_and_rejects_too_few_resamples(tmp_path, monkeypa
     assert summary["polychromic_vs_baseline"]["semantic"] == {
         "difference": semantic["mean_difference"], "d_z": semantic["cohens_dz"],
         "p": semantic["wilcoxon_p_holm"]}
+    first = written["primary"]["family"][0]
+    assert summary["primary"]["semantic"] == {
+        "p": first["wilcoxon_p_holm"], "d_z": first["cohens_dz"],
+        "detectable_d_z": first["power"]["minimum_detectable_dz"]}
+    assert list(summary["primary"]) == ["semantic", "pass@10", "rouge_l non-inferiority",
+                                        "bertscore_f1 non-inferiority",
+                                        "pass@1 non-inferiority"]
     assert summary["verdict"] == {"minimum": written["verdict"]["minimum"]["met"],
                                   "strong": False}
 

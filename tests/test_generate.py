@@ -21,6 +21,7 @@ from polychromic.sampling import (
     padded,
     sample,
     stop_check,
+    truncated_logprobs,
 )
 
 DOMAIN = Replies("replies", {})
@@ -56,6 +57,39 @@ def test_next_token_distribution_is_generates(temperature, top_k, top_p):
     probs, ids = next_token_distribution(logits, temperature, top_k, top_p)
     dense = probs if ids is None else torch.zeros_like(logits).scatter(-1, ids, probs)
     torch.testing.assert_close(dense, expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [
+    (0.7, 50, 0.95), (1.0, 0, 0.9), (0.8, 10, 1.0), (1.0, 0, 1.0)])
+def test_truncated_logprobs_are_the_log_of_what_is_drawn(temperature, top_k, top_p):
+    """For (rows, positions, vocab) logits, the log-probability of each candidate token is
+    the log of `next_token_distribution`'s probability, and its gradient is that of log
+    softmax over the candidates alone (the tokens cut off get none)."""
+    generator = torch.Generator().manual_seed(2)
+    logits = (torch.randn(3, 4, 500, generator=generator) * 3).requires_grad_()
+    probs, ids = next_token_distribution(logits.detach().view(12, 500), temperature, top_k,
+                                         top_p)
+    ids = torch.arange(500).expand(12, 500) if ids is None else ids
+    tokens = ids[:, 0].view(3, 4)  # the most likely candidate of each position
+    logprobs = truncated_logprobs(logits, tokens, temperature, top_k, top_p)
+    torch.testing.assert_close(logprobs.detach().view(-1), probs[:, 0].log(), rtol=1e-5,
+                               atol=1e-6)
+    (grad,) = torch.autograd.grad(logprobs[0, 0], logits)
+    kept = ids[0][probs[0] > 0]
+    expected = -probs[0][probs[0] > 0] / temperature  # d log p_y / d z_j = (δ_yj - p_j) / T
+    expected[0] += 1 / temperature
+    torch.testing.assert_close(grad[0, 0, kept], expected, rtol=1e-4, atol=1e-6)
+    outside = torch.ones(500, dtype=torch.bool)
+    outside[kept] = False
+    assert not grad[0, 0, outside].any() and not grad[1:].any()
+
+
+def test_a_token_just_outside_the_cut_keeps_a_finite_logprob():
+    logits = torch.tensor([[5.0, 4.0, 0.0, -1.0]])
+    probs, ids = next_token_distribution(logits, 1.0, 0, 0.5)
+    assert (probs > 0).sum() == 1  # only token 0 is a candidate
+    value = truncated_logprobs(logits, torch.tensor([1]), 1.0, 0, 0.5)
+    assert value.item() == pytest.approx(4.0 - np.logaddexp(5.0, 4.0))
 
 
 def test_draws_follow_the_distribution():

@@ -1,9 +1,11 @@
 """The diversity gradient estimator against the exact gradient of E[D], by enumeration.
 
 Policy: an autoregressive categorical over a 3-token vocabulary, sequences of exactly 2
-tokens (9 outcomes), N = 3 samples per set (729 sets). D: mean pairwise Hamming distance
-(a pairwise mean, like semantic diversity) or the share of distinct sequences (like
-Distinct-n). Each estimate averages 200,000 sets; the tolerance is 4.5 standard errors.
+tokens (9 outcomes), N = 3 samples per set (729 sets); and one with an end token, sequences
+of 1 to 3 tokens (15 outcomes, 3,375 sets), where the samples differ in length. D: mean
+pairwise Hamming distance (a pairwise mean, like semantic diversity) or the share of
+distinct sequences (like Distinct-n). Each estimate averages 200,000 sets; the tolerance is
+4.5 standard errors.
 """
 
 import itertools
@@ -65,7 +67,7 @@ def exact_gradient(first, second, diversity):
 
 
 def estimator_gradients(first, second, advantage_of, draws=200_000, batches=20, seed=1):
-    """Per-batch estimates of ∇E[D] from `diversity_policy_loss`, rescaled by N·T."""
+    """Per-batch estimates of ∇E[D] from `diversity_policy_loss`, rescaled by N."""
     probs = torch.exp(token_logprobs(first, second, torch.tensor(OUTCOMES)).sum(-1)).detach()
     generator = torch.Generator().manual_seed(seed)
     table = torch.tensor(np.array([advantage_of(t) for t in TUPLES]), dtype=torch.float32)
@@ -79,7 +81,7 @@ def estimator_gradients(first, second, advantage_of, draws=200_000, batches=20, 
         loss = diversity_policy_loss(token_logprobs(first, second, sequences),
                                      torch.ones(len(sequences), T), advantages)
         grads = torch.autograd.grad(loss, [first, second])
-        estimates.append(torch.cat([-g.flatten() * N * T for g in grads]))
+        estimates.append(torch.cat([-g.flatten() * N for g in grads]))
     estimates = torch.stack(estimates)
     return estimates.mean(0), estimates.std(0) / batches ** 0.5
 
@@ -106,10 +108,14 @@ def test_leave_one_out_estimator_is_unbiased(case):
 
 
 def test_running_scale_keeps_the_direction_unbiased(case):
-    """A scale fixed before the step's samples are drawn multiplies the gradient, no more."""
+    """The running scale is fixed before a step's samples are drawn (here: by one earlier
+    step), so it multiplies the gradient, no more."""
     diversity, exact = case
-    mean, _ = estimator_gradients(*policy(), lambda t: loo(t, diversity) / 0.37)
-    torch.testing.assert_close(mean * 0.37, exact, atol=0.01, rtol=0.05)
+    scaler = AdvantageScaler("running")
+    assert not scaler(loo((0, 1, 1), diversity)).any()  # the calibrating step: no gradient
+    scale = np.sqrt(scaler.running_ms)
+    mean, _ = estimator_gradients(*policy(), lambda t: loo(t, diversity) / scale)
+    torch.testing.assert_close(mean * scale, exact, atol=0.01, rtol=0.05)
 
 
 def test_baseline_that_includes_the_sample_is_biased():
@@ -157,8 +163,109 @@ def test_advantage_scaler_modes():
     standard = AdvantageScaler("set")(a)
     assert standard.mean() == pytest.approx(0) and standard.std() == pytest.approx(1, rel=1e-4)
     running = AdvantageScaler("running", momentum=0.5)
-    first = running(a)
+    assert running(np.zeros(3)).tolist() == [0, 0, 0]  # no signal: skipped, scale unset
+    assert running.running_ms is None
+    assert running(a).tolist() == [0, 0, 0]  # the first informative step only calibrates
     rms = np.sqrt(np.mean(a ** 2))
-    assert first == pytest.approx(a / rms, rel=1e-4)
-    second = running(a * 10)  # scaled by earlier steps only: the blend of 1 step, not this one
+    second = running(a * 10)  # scaled by earlier steps only, not by its own RMS
     assert second == pytest.approx(a * 10 / rms, rel=1e-4)
+    third = running(a)  # the scale now blends both earlier steps: 0.5·ms(a) + 0.5·ms(10a)
+    assert third == pytest.approx(a / (rms * np.sqrt(0.5 + 0.5 * 100)), rel=1e-4)
+
+
+# -- samples of different lengths ----------------------------------------------------------
+END, LONGEST = 0, 3  # token 0 ends a sequence; a sequence stops after 3 tokens in any case
+
+
+def ragged_outcomes() -> list[tuple[int, ...]]:
+    outcomes = []
+    for length in range(1, LONGEST + 1):
+        for body in itertools.product(range(1, V), repeat=length - 1):
+            last = [END] if length < LONGEST else range(V)
+            outcomes += [(*body, token) for token in last]
+    return outcomes
+
+
+RAGGED = ragged_outcomes()  # 1 + 2 + 12 = 15 sequences of 1-3 tokens
+
+
+def ragged_policy():
+    torch.manual_seed(7)
+    return [(torch.randn(*shape) * 1.5).requires_grad_() for shape in [(V,), (V, V), (V, V)]]
+
+
+def ragged_token_logprobs(logits) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π of each token of each outcome, padded to 3 tokens, and the mask of its tokens."""
+    first, second, third = (torch.log_softmax(x, -1) for x in logits)
+    rows, masks = [], []
+    for seq in RAGGED:
+        lps = [first[seq[0]]]
+        if len(seq) > 1:
+            lps.append(second[seq[0], seq[1]])
+        if len(seq) > 2:
+            lps.append(third[seq[1], seq[2]])
+        rows.append(torch.stack(lps + [torch.zeros(())] * (LONGEST - len(seq))))
+        masks.append([1.0] * len(seq) + [0.0] * (LONGEST - len(seq)))
+    return torch.stack(rows), torch.tensor(masks)
+
+
+def padded_hamming(sequences) -> float:
+    """Mean pairwise share of the 3 positions that differ, a missing token differing."""
+    pad = [tuple(s) + (-1,) * (LONGEST - len(s)) for s in sequences]
+    pairs = list(itertools.combinations(pad, 2))
+    return float(np.mean([sum(a != b for a, b in zip(x, y, strict=True)) / LONGEST
+                          for x, y in pairs])) if pairs else 0.0
+
+
+def ragged_exact_gradient(logits, diversity) -> torch.Tensor:
+    tokens, mask = ragged_token_logprobs(logits)
+    probs = torch.exp((tokens * mask).sum(-1))
+    table = torch.tensor([diversity([RAGGED[i] for i in t]) for t in
+                          itertools.product(range(len(RAGGED)), repeat=N)]).view(
+                              *[len(RAGGED)] * N)
+    expected = torch.einsum("a,b,c,abc->", probs, probs, probs, table.to(probs.dtype))
+    return torch.cat([g.flatten() for g in torch.autograd.grad(expected, logits)])
+
+
+def ragged_estimates(logits, diversity, reduction, draws=200_000, batches=20, seed=5):
+    tokens, mask = ragged_token_logprobs(logits)
+    probs = torch.exp((tokens * mask).sum(-1)).detach()
+    outcomes = len(RAGGED)
+    table = torch.tensor(np.array([
+        leave_one_out_advantages(lambda chosen, t=t: diversity([RAGGED[t[i]] for i in chosen]), N)
+        for t in itertools.product(range(outcomes), repeat=N)]), dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    estimates = []
+    for _ in range(batches):
+        idx = torch.multinomial(probs, (draws // batches) * N, replacement=True,
+                                generator=generator).view(-1, N)
+        code = (idx * torch.tensor([outcomes ** (N - 1 - k) for k in range(N)])).sum(-1)
+        flat = idx.reshape(-1)
+        loss = diversity_policy_loss(tokens[flat], mask[flat], table[code].reshape(-1),
+                                     reduction)
+        grads = torch.autograd.grad(loss, logits, retain_graph=True)
+        estimates.append(torch.cat([-g.flatten() * N for g in grads]))
+    estimates = torch.stack(estimates)
+    return estimates.mean(0), estimates.std(0) / batches ** 0.5
+
+
+def test_sequence_sum_is_unbiased_for_samples_of_different_lengths():
+    logits = ragged_policy()
+    exact = ragged_exact_gradient(logits, padded_hamming)
+    assert exact.abs().max() > 0.05
+    mean, stderr = ragged_estimates(logits, padded_hamming, "sum")
+    z = (mean - exact).abs() / (stderr + 1e-4)
+    assert z.max() < 4.5, (mean, exact, z)
+    torch.testing.assert_close(mean, exact, atol=0.01, rtol=0.05)
+
+
+def test_token_mean_is_biased_for_samples_of_different_lengths():
+    """Its expectation is not even parallel to the true gradient: no λ corrects it."""
+    logits = ragged_policy()
+    exact = ragged_exact_gradient(logits, padded_hamming)
+    mean, stderr = ragged_estimates(logits, padded_hamming, "token_mean")
+    residual = mean - mean @ exact / (exact @ exact) * exact  # what no rescaling removes
+    assert (residual.abs() / (stderr + 1e-4)).max() > 10
+    # measured here: cosine 0.91, residual 42% of the estimate's norm
+    assert torch.nn.functional.cosine_similarity(mean, exact, dim=0) < 0.95
+    assert residual.norm() / mean.norm() > 0.3

@@ -143,8 +143,10 @@ def test_dvc_repro_code_and_an_experiment(tmp_path, tiny_model_dir):
     assert code["checker"]["sandbox"] == "namespaces"
     assert json.loads((repo / "metrics/code/judge.json").read_text())["reason"] == (
         "the domain has no judge rubric")
-    verdict = json.loads((repo / "metrics/code/comparison.json").read_text())["verdict"]
-    assert verdict["minimum"]["not_applicable"] == ["rouge_l", "bertscore_f1"]
+    comparison = json.loads((repo / "metrics/code/comparison.json").read_text())
+    assert [(h["metric"], h["test"]) for h in comparison["primary"]["family"]] == [
+        ("semantic", "superiority"), ("pass@10", "superiority"), ("pass@1", "non-inferiority")]
+    assert len(comparison["verdict"]["minimum"]["criteria"]) == 4
     check_mlflow_runs(repo, head)
 
     # A λ change in a temporary copy reruns only the polychromic stages (the baseline stays

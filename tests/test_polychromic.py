@@ -9,9 +9,11 @@ from transformers import AutoTokenizer, Trainer, TrainingArguments
 
 from polychromic import metrics
 from polychromic.config import UserError, load_section
+from polychromic.domains import Sampling
 from polychromic.domains.replies import Replies
 from polychromic.modeling import PadCollator, encode_example, load_model, prompt_text
 from polychromic.polychromic_trainer import PolychromicConfig, PolychromicTrainer
+from polychromic.sampling import next_token_distribution
 from polychromic.training import LoraSettings, add_lora
 
 DOMAIN = Replies("replies", {})
@@ -76,6 +78,7 @@ def test_diversity_term_has_gradient_on_every_lora_parameter(untied_model_dir, t
     trainer = trainer_for(tmp_path, tokenizer, model, data, config, embedder=embedder)
     batch = PadCollator(tokenizer.pad_token_id)(data[:4])
     model.train()
+    trainer.scaler.running_ms = 0.01  # an earlier update set the scale
     term, score = trainer.diversity_term(model, batch)
     assert 0 < score <= 1
     params = lora_parameters(model)
@@ -101,15 +104,28 @@ def test_lambda_zero_is_the_baseline_and_lambda_adds_the_term(untied_model_dir, 
     # λ = 0.5: the gradient is the baseline's plus 0.5 × the diversity term's (same samples)
     config.diversity_weight = 0.5
     half = trainer_for(tmp_path, tokenizer, model, data, config, embedder=embedder)
+    half.scaler.running_ms = 0.01  # an earlier update set the scale
     half.generator.manual_seed(3)
-    combined = gradients(half.compute_loss(model, batch), params)
-    half.scaler.running_ms = None  # replay the same step from the same state
+    loss = half.compute_loss(model, batch)
+    combined = gradients(loss, params)
+    half.scaler.running_ms = 0.01  # replay the same step from the same state
     half.generator.manual_seed(3)
     term, _ = half.diversity_term(model, batch)
     term_grads = gradients(term, params)
     for name, grad in combined.items():
         torch.testing.assert_close(grad, expected[name] + 0.5 * term_grads[name])
     assert any(not torch.equal(combined[n], expected[n]) for n in params)
+    # the value is the loss's (the surrogate carrying the gradient adds nothing to it)
+    quality = baseline.compute_loss(model, batch)
+    assert loss.item() == pytest.approx(quality.item() + 0.5 * term.item(), rel=1e-5)
+    # the logged split: ‖0.5·∇term‖ / ‖∇CE‖ and the cosine of the two gradients
+    flat = lambda grads: torch.cat([g.flatten() for g in grads.values()])  # noqa: E731
+    ce, div = flat(expected), 0.5 * flat(term_grads)
+    assert half.logged["diversity_grad_ratio"] == [pytest.approx(
+        (div.norm() / ce.norm()).item(), rel=1e-4)]
+    assert half.logged["diversity_grad_cosine"] == [pytest.approx(
+        torch.nn.functional.cosine_similarity(ce, div, dim=0).item(), abs=1e-5)]
+    assert half.logged["quality_grad_norm"] == [pytest.approx(ce.norm().item(), rel=1e-5)]
 
 
 def test_training_changes_every_lora_weight_and_no_base_weight(untied_model_dir, tmp_path):
@@ -128,8 +144,8 @@ def sampled_diversity(trainer, tokenizer, model, seed=0):
     prompts = [chat(tokenizer, p) for p in PROMPTS]
     encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     trainer.generator.manual_seed(seed)
-    completions, _ = trainer.sample(model, encoded["input_ids"], encoded["attention_mask"], 6,
-                                    1.0, 1.0)
+    completions, _ = trainer.sample(model.eval(), encoded["input_ids"],
+                                    encoded["attention_mask"], 6)
     texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
     scores = [metrics.distinct_n(texts[i * 6:(i + 1) * 6], 1) for i in range(len(PROMPTS))]
     return float(np.mean([s for s in scores if s is not None]))
@@ -141,7 +157,8 @@ def test_diversity_weight_keeps_samples_more_diverse(untied_model_dir, tmp_path)
     results = {}
     for weight in (0.0, 2.0):
         tokenizer, model, data, config = setup(untied_model_dir, diversity_weight=weight,
-                                               n_generations=4, prompts_per_step=4)
+                                               n_generations=4, prompts_per_step=4,
+                                               temperature=1.0, top_k=0, top_p=1.0)
         trainer = trainer_for(tmp_path / str(weight), tokenizer, model, data, config,
                               steps=30, lr=2e-2)
         trainer.train()
@@ -151,14 +168,37 @@ def test_diversity_weight_keeps_samples_more_diverse(untied_model_dir, tmp_path)
     assert results[2.0] > results[0.0] + 0.3, results
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("diversity_weight", -0.1, "'polychromic.diversity_weight' must be >= 0"),
-    ("n_generations", 1, "'polychromic.n_generations' must be >= 2"),
-    ("diversity_metric", "rouge", "'polychromic.diversity_metric' must be one of"),
+@pytest.mark.parametrize("values,message", [
+    ({"diversity_weight": -0.1}, "'polychromic.diversity_weight' must be >= 0"),
+    ({"n_generations": 1}, "'polychromic.n_generations' must be >= 2"),
+    ({"diversity_metric": "rouge"}, "'polychromic.diversity_metric' must be one of"),
+    ({"logprob_reduction": "mean"}, "'polychromic.logprob_reduction' must be one of"),
+    ({"advantage_scaling": "set", "n_generations": 2},
+     "'polychromic.advantage_scaling' 'set' needs n_generations >= 3"),
+    ({"objective": "set", "set_size": 4, "n_generations": 4},
+     "'polychromic.set_size' must be in \\[2, n_generations - 1\\]"),
+    ({"top_p": 0.0}, "'polychromic.top_p' must be in"),
 ])
-def test_bad_polychromic_params(key, value, message):
+def test_bad_polychromic_params(values, message):
     with pytest.raises(UserError, match=message):
-        load_section(PolychromicConfig, {"polychromic": {key: value}}, "polychromic")
+        load_section(PolychromicConfig, {"polychromic": values}, "polychromic")
+
+
+def test_zero_gradient_configurations_are_the_ones_rejected():
+    """Why the two rejections above: set-standardised LOO advantages of 2 samples are equal
+    (any pairwise D gives both the same), and one subset of N has a zero set advantage."""
+    from polychromic.objective import AdvantageScaler, leave_one_out_advantages, set_advantages
+
+    pair = leave_one_out_advantages(lambda idx: 0.7 if len(idx) == 2 else 0.0, 2)
+    assert not AdvantageScaler("set")(pair).any()
+    assert not set_advantages(lambda idx: 0.5, [1.0, 0.3, 0.8], 3).any()
+
+
+def test_training_samples_use_the_domains_settings_unless_set():
+    domain = Sampling(max_new_tokens=20, temperature=0.6, top_k=40, top_p=0.9)
+    assert PolychromicConfig().sampling(domain) == domain
+    own = PolychromicConfig(temperature=1.0, top_p=1.0).sampling(domain)
+    assert (own.temperature, own.top_k, own.top_p, own.max_new_tokens) == (1.0, 40, 1.0, 20)
 
 
 def test_completion_logprobs_match_one_forward_over_prompt_and_completion(untied_model_dir):
@@ -173,7 +213,9 @@ def test_completion_logprobs_match_one_forward_over_prompt_and_completion(untied
     completions = torch.randint(0, 100, (6, 4))
     keep = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]] * 2, dtype=torch.bool)
     model.eval()
-    fast = PolychromicTrainer.completion_logprobs(model, ids, mask, completions, keep, 0.7)
+    plain_sampling = Sampling(temperature=0.7, top_k=0, top_p=1.0)
+    fast = PolychromicTrainer.completion_logprobs(model, ids, mask, completions, keep,
+                                                  plain_sampling)
 
     full_ids = torch.cat([ids.repeat_interleave(3, 0), completions], 1)
     full_mask = torch.cat([mask.repeat_interleave(3, 0), keep.long()], 1)
@@ -186,7 +228,8 @@ def test_completion_logprobs_match_one_forward_over_prompt_and_completion(untied
     for name, p in model.named_parameters():
         if "lora_B" in name:
             p.data.normal_(0, 0.05)
-    fast = PolychromicTrainer.completion_logprobs(model, ids, mask, completions, keep, 0.7)
+    fast = PolychromicTrainer.completion_logprobs(model, ids, mask, completions, keep,
+                                                  plain_sampling)
     logits = model(input_ids=full_ids, attention_mask=full_mask,
                    position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0)).logits
     plain = torch.log_softmax(logits[:, ids.shape[1] - 1:-1] / 0.7, -1).gather(
@@ -194,6 +237,51 @@ def test_completion_logprobs_match_one_forward_over_prompt_and_completion(untied
     fast_grads = gradients(fast[keep].sum(), params)
     for name, grad in gradients(plain[keep].sum(), params).items():
         torch.testing.assert_close(fast_grads[name], grad, rtol=1e-3, atol=1e-5)
+
+
+def test_sample_logprobs_are_those_of_the_truncated_distribution_sampled_from(
+        untied_model_dir, tmp_path):
+    """With top-k and top-p on, each sampled token's log π is the log of the probability the
+    sampler drew it with (temperature, then top-k, then top-p, renormalised), and dropout is
+    off for both."""
+    tokenizer, model, data, config = setup(untied_model_dir, temperature=0.8, top_k=7,
+                                           top_p=0.6, n_generations=3)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.05)
+    trainer = trainer_for(tmp_path, tokenizer, model, data, config)
+    batch = PadCollator(tokenizer.pad_token_id)(data[:2])
+    ids, mask = trainer.batch_prompts(batch, 2)
+    for module in model.modules():  # heavy LoRA dropout, which the term must not see
+        if hasattr(module, "lora_dropout"):
+            module.lora_dropout["default"] = torch.nn.Dropout(0.5)
+    terms = []
+    for training in (True, False):
+        model.train(training)
+        trainer.scaler.running_ms = 0.01
+        trainer.generator.manual_seed(1)
+        terms.append(trainer.diversity_term(model, batch)[0])
+        assert model.training == training  # restored
+    assert terms[0].item() != 0 and terms[0].item() == pytest.approx(terms[1].item(), rel=1e-6)
+    model.eval()
+    completions, keep = trainer.sample(model, ids, mask, 3)
+    logprobs = PolychromicTrainer.completion_logprobs(model, ids, mask, completions, keep,
+                                                      trainer.sampling)
+    full_ids = torch.cat([ids.repeat_interleave(3, 0), completions], 1)
+    full_mask = torch.cat([mask.repeat_interleave(3, 0), keep.long()], 1)
+    with torch.no_grad():
+        logits = model(input_ids=full_ids, attention_mask=full_mask,
+                       position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0)).logits
+    step_logits = logits[:, ids.shape[1] - 1:-1]
+    for row in range(completions.shape[0]):
+        for t in range(int(keep[row].sum())):
+            probs, candidate_ids = next_token_distribution(step_logits[row, t:t + 1], 0.8, 7,
+                                                           0.6)
+            token = completions[row, t]
+            (where,) = (candidate_ids[0] == token).nonzero()[0]
+            assert probs[0, where] > 0  # the sampler could draw it
+            assert logprobs[row, t].item() == pytest.approx(probs[0, where].log().item(),
+                                                            abs=1e-4)
 
 
 def test_set_objective_rewards_come_from_the_domain_checker(untied_model_dir, tmp_path,

@@ -83,8 +83,9 @@ def test_table1_text_markdown_with_verdict_and_latex():
     md = report.table1_text(data, SYSTEMS, tex=False) + report.verdict_markdown(data)
     assert "| System | *Diversity*<br>Self-BLEU ↓ | Semantic div. | *Quality*<br>ROUGE-L |" in md
     assert "over 3 test prompts" in md and "2 seed(s) (1, 2)" in md and "(one-sided: " \
-        "polychromic better), p-values Holm-corrected." in md
+        "polychromic better), p-values Holm-corrected within their family." in md
     assert "- Minimum bar: **not met**" in md and "- Strong bar: **met**" in md
+    assert "## Verdict (primary family only)" in md
     assert "| minimum | semantic higher than LoRA | 0.17 | p < 0.05 | not met |" in md
     assert r"| minimum | judge \| win rate | – | > 0.5 | not measured |" in md
     assert "| strong | pass@4 gain | 0.2 | >= 0.1 | met |" in md
@@ -99,6 +100,32 @@ def test_table1_text_markdown_with_verdict_and_latex():
     data = comparison()
     data["systems"]["few_shot"] = data["systems"].pop("baseline")
     assert r"few\_shot &" in report.table1_text(data, ["few_shot", "polychromic"], tex=True)
+
+
+def test_primary_columns_are_marked_and_the_primary_analysis_is_tabled():
+    data = comparison(semantic=0.003)
+    data["lora_system"] = "baseline"
+    data["primary"] = {"family": [
+        {"metric": "semantic", "test": "superiority", "n": 3, "mean_difference": 0.1,
+         "margin": 0.0, "wilcoxon_p": 0.001, "wilcoxon_p_holm": 0.003, "cohens_dz": 1.2,
+         "cohens_dz_ci95": [0.5, 2.0], "power": {"alpha": 0.025, "power": 0.8,
+                                                  "minimum_detectable_dz": 3.1,
+                                                  "prompts_needed": 9}},
+        {"metric": "rouge_l", "test": "non-inferiority", "n": 3, "mean_difference": -0.0003,
+         "margin": 0.005, "wilcoxon_p": 0.2, "wilcoxon_p_holm": 0.2, "cohens_dz": -0.1,
+         "cohens_dz_ci95": None, "power": {"alpha": 0.025, "power": 0.8,
+                                            "minimum_detectable_dz": 3.1,
+                                            "prompts_needed": None}}]}
+    md = report.table1_text(data, SYSTEMS, tex=False)
+    assert "| System | *Diversity*<br>Self-BLEU ↓ | Semantic div. † | *Quality*<br>ROUGE-L |" \
+        in md  # a non-inferiority test marks no column: its column's marks stay exploratory
+    assert "†: a pre-registered primary hypothesis (polychromic vs baseline)" in md
+    primary = report.primary_markdown(data)
+    assert "| semantic | superiority | 3 | 0.100 | 1.20 [0.50, 2.00] | 0.001 | 0.003 | 3.10 " \
+        "| 9 |" in primary
+    assert "| rouge_l | non-inferiority (δ = 0.005) | 3 | -0.000 | -0.10 | 0.200 | 0.200 | " \
+        "3.10 | – |" in primary
+    assert "level 0.0250" in primary and "power 80%" in primary
 
 
 def scores(*rows):

@@ -5,6 +5,7 @@ import torch
 from transformers import AutoTokenizer
 from transformers.training_args import OptimizerNames
 
+from polychromic.config import load_section
 from polychromic.domains.replies import Replies
 from polychromic.modeling import IGNORE_INDEX, PadCollator, encode_example, load_model, prompt_text
 from polychromic.training import TrainConfig, add_lora, make_trainer, training_arguments
@@ -47,6 +48,12 @@ def test_prompt_tokens_are_masked_and_reply_ends_the_turn(tiny_model_dir):
     assert tokenizer.decode(example["labels"][n_masked:]) == "hello!" + tokenizer.eos_token
     assert example["labels"][n_masked:] == example["input_ids"][n_masked:]
     assert encode_example(tokenizer, text, "hello!", max_length=n_masked) is None
+
+
+def test_max_grad_norm_is_the_trainers_clipping(tmp_path):
+    for value in (0.0, 0.5):
+        config = load_section(TrainConfig, {"train": {"max_grad_norm": value}}, "train")
+        assert training_arguments(config, tmp_path, seed=0).max_grad_norm == value
 
 
 def run_training(tiny_model_dir, tmp_path, config, optim=None):

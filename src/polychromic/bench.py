@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback, set_seed
 
-from polychromic.config import load_section, read_params, run_main
+from polychromic.config import load_section, override, read_params, run_main
 from polychromic.domains import load_domain
 from polychromic.modeling import PadCollator, load_model, load_tokenizer
 from polychromic.training import (
@@ -121,7 +121,9 @@ def time_grpo(base, tokenizer, config, trainer, records, domain, steps):
         args = GRPOConfig(
             output_dir=out, max_steps=steps, learning_rate=config.learning_rate,
             per_device_train_batch_size=polychromic.prompts_per_step * n, num_generations=n,
-            max_completion_length=trainer.max_new_tokens, temperature=polychromic.temperature,
+            max_completion_length=trainer.sampling.max_new_tokens,
+            temperature=trainer.sampling.temperature, top_p=trainer.sampling.top_p,
+            top_k=trainer.sampling.top_k,
             report_to=[], logging_steps=1000, save_strategy="no", disable_tqdm=True,
             seed=config.seeds[0], beta=0.0, bf16=False, use_cpu=not torch.cuda.is_available())
         trainer = GRPOTrainer(
@@ -160,8 +162,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sandbox", action="store_true",
                         help="time the code domain's sandbox instead (programs per second)")
     parser.add_argument("--repeats", type=int, default=3, help="--sandbox: passes over MBPP")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a params.yaml value for this benchmark")
     args = parser.parse_args(argv)
     params = read_params()
+    for assignment in args.set:
+        override(params, assignment)
     if args.sandbox:
         print(json.dumps(time_sandbox(params, args.repeats), indent=2))
         return
@@ -185,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
               "diversity_update_seconds": round(update, 2),
               "polychromic": {k: getattr(trainer.polychromic, k) for k in (
                   "n_generations", "prompts_per_step", "generate_every", "diversity_metric")}
-              | {"max_new_tokens": trainer.max_new_tokens}}
+              | {"max_new_tokens": trainer.sampling.max_new_tokens}}
     if args.trl:
         grpo = time_grpo(args.base, tokenizer, config, trainer, records[0], domain,
                          min(args.steps, 6))

@@ -1,6 +1,6 @@
 """Stage `compare`: per domain, every metric of the reference system (polychromic) against
-each other system on per-prompt values, aggregated over the training seeds, and a verdict
-against the success criteria of the design document.
+each other system on per-prompt values, aggregated over the training seeds, the
+pre-registered primary analysis with its power, and a verdict from the primary family only.
 
 Aggregation: a prompt's value is the mean over seeds of its per-seed values (undefined ones
 left out); tests and CIs run over prompts. Per system: the mean over prompts, a percentile
@@ -9,18 +9,27 @@ bootstrap 95% CI of that mean (prompts resampled), and the SD over seeds of the 
 Tests (`stats.compare`), one-sided in the direction of "polychromic is better" (lower is
 better for Self-BLEU and perplexity): paired Wilcoxon signed-rank (the main test), Mann-Whitney
 U (the design document's, unpaired), paired Cohen's d_z, a seeded bootstrap 95% CI of the mean
-difference. Holm and Bonferroni corrections run over the whole family (all metrics x all
-pairs) for each test; the verdict uses `correction` on the Wilcoxon p-values.
+difference.
 
-Verdict, against `lora_system`:
-- minimum: higher `diversity_metric`, its corrected p < minimum_p, its direction-aware d_z >
-  minimum_effect, and comparable quality: for each of `quality_metrics` that the domain
-  computes (the others are listed as not applicable) the lower end of the bootstrap CI of
-  (polychromic - LoRA), oriented so that positive is better, is above
-  -quality_margin x |LoRA mean| (non-inferiority);
-- strong: the minimum, corrected p < strong_p, d_z > strong_effect, relative `strong_passk`
-  gain > strong_passk_gain, judge win rate > strong_judge_win_rate (not measured when the
-  judge is off: then the strong verdict is not met).
+Two families, each corrected on its own (Holm and Bonferroni, for each test):
+- primary, declared per domain in `compare.primary` before a run: polychromic vs
+  `lora_system` on the domain's diversity metric (superiority), on its pass@k metric
+  (superiority), and on each of its quality metrics, non-inferiority with margin δ =
+  margin x |LoRA mean|: the one-sided Wilcoxon test of (polychromic - LoRA, oriented so that
+  positive is better) + δ > 0. Each primary hypothesis also reports its d_z with a bootstrap
+  CI, the smallest d_z detectable with `power` at the n in hand, and the prompts needed to
+  detect the observed d_z (one-sided paired t approximation, at level minimum_p / m, m the
+  family's size: Holm's first step, so conservative);
+- exploratory: every other comparison (every metric x every system).
+
+Verdict, from the primary family (`correction` on its Wilcoxon p-values):
+- minimum: higher diversity, its corrected p < minimum_p, its direction-aware d_z >
+  minimum_effect, and every quality non-inferiority hypothesis rejected (corrected p <
+  minimum_p);
+- strong: the minimum, diversity corrected p < strong_p, d_z > strong_effect, pass@k higher
+  with corrected p < minimum_p and relative gain > strong_passk_gain, judge win rate >
+  strong_judge_win_rate (not measured when the judge is off: then the strong verdict is not
+  met).
 """
 
 from __future__ import annotations
@@ -50,29 +59,41 @@ CORRECTIONS = {"holm": stats.holm, "bonferroni": stats.bonferroni}
 
 
 @dataclass
+class PrimaryHypotheses:
+    diversity: str = field(default="semantic", metadata={
+        "help": "diversity metric: polychromic higher than LoRA (superiority)"})
+    passk: str = field(default="pass@10", metadata={
+        "help": "pass@k metric: polychromic higher than LoRA (superiority)"})
+    quality: list[str] = field(default_factory=lambda: ["pass@1"], metadata={
+        "help": "quality metrics: polychromic not worse than LoRA by more than the margin"})
+    margin: float = field(default=0.05, metadata={
+        "help": "non-inferiority margin, a share of the LoRA mean"})
+
+    def check(self, key: str) -> None:
+        require(self.margin >= 0, f"{key}.margin", "must be >= 0")
+        require(len(set(self.quality)) == len(self.quality), f"{key}.quality",
+                "must not repeat a metric")
+
+
+@dataclass
 class CompareConfig:
     reference: str = field(default="polychromic", metadata={"help": "the system under test"})
     against: list[str] = field(default_factory=lambda: ["baseline", "zero_shot", "few_shot"],
                                metadata={"help": "systems the reference is compared with"})
     lora_system: str = field(default="baseline", metadata={"help": "the verdict's comparator"})
+    primary: dict = field(default_factory=dict, metadata={
+        "help": "per domain, the pre-registered primary hypotheses (see PrimaryHypotheses)"})
     resamples: int = field(default=10_000, metadata={"help": "bootstrap resamples (>= 10000)"})
     seed: int = field(default=42, metadata={"help": "bootstrap seed"})
     correction: str = field(default="holm", metadata={"help": "holm | bonferroni: the "
                                                       "correction the verdict uses"})
-    diversity_metric: str = field(default="semantic",
-                                  metadata={"help": "the diversity metric of the verdict"})
-    quality_metrics: list[str] = field(
-        default_factory=lambda: ["rouge_l", "bertscore_f1", "pass@1"],
-        metadata={"help": "single-sample quality that must stay comparable"})
-    quality_margin: float = field(default=0.05, metadata={
-        "help": "non-inferiority margin, relative to the LoRA mean"})
+    power: float = field(default=0.8, metadata={"help": "power of the detectable effects"})
     minimum_p: float = field(default=0.05, metadata={"help": "minimum criterion: p below"})
     minimum_effect: float = field(default=0.3, metadata={"help": "minimum criterion: d_z above"})
     strong_p: float = field(default=0.01, metadata={"help": "strong criterion: p below"})
     strong_effect: float = field(default=0.5, metadata={"help": "strong criterion: d_z above"})
-    strong_passk: str = field(default="pass@10", metadata={"help": "strong criterion metric"})
     strong_passk_gain: float = field(default=0.2, metadata={
-        "help": "strong criterion: relative gain of strong_passk over LoRA above"})
+        "help": "strong criterion: relative gain of the primary pass@k over LoRA above"})
     strong_judge_win_rate: float = field(default=0.55, metadata={
         "help": "strong criterion: judge win rate above"})
 
@@ -83,7 +104,19 @@ class CompareConfig:
         require(self.lora_system in self.against, f"{key}.lora_system", "must be in 'against'")
         require(self.reference not in self.against, f"{key}.against",
                 "must not contain the reference")
-        require(self.quality_margin >= 0, f"{key}.quality_margin", "must be >= 0")
+        require(0 < self.power < 1, f"{key}.power", "must be in (0, 1)")
+
+    def hypotheses(self, domain: str, table: dict) -> PrimaryHypotheses:
+        """The domain's primary hypotheses, every metric of them computed by the domain."""
+        key = f"compare.primary.{domain}"
+        require(domain in self.primary, key, "is missing: declare the domain's primary "
+                "hypotheses (diversity, passk, quality, margin) before running it")
+        primary = load_section(PrimaryHypotheses, {"compare": {"primary": self.primary}}, key)
+        for name, metric in [("diversity", primary.diversity), ("passk", primary.passk)] + [
+                ("quality", m) for m in primary.quality]:
+            require(metric in table, f"{key}.{name}", f"names {metric!r}, which domain "
+                    f"{domain} does not compute (it computes: {', '.join(table)})")
+        return primary
 
 
 def load_scores(scores_dir: Path, system: str, seeds: list[int]) -> list[dict[str, dict]]:
@@ -138,7 +171,7 @@ def compare_pair(a: list[float | None], b: list[float | None], higher_is_better:
 
 
 def correct(comparisons: list[dict]) -> None:
-    """Add Holm and Bonferroni p-values over the whole family, for each test."""
+    """Add Holm and Bonferroni p-values over this family, for each test."""
     tested = [c for c in comparisons if "wilcoxon_p" in c]
     for test in ("wilcoxon_p", "mann_whitney_p"):
         for name, method in CORRECTIONS.items():
@@ -147,27 +180,60 @@ def correct(comparisons: list[dict]) -> None:
                 c[f"{test}_{name}"] = p
 
 
+def oriented(table: dict, metric: str, value: float | None) -> float | None:
+    """value with its sign turned so that positive means "the reference is better"."""
+    return None if value is None else value * (1 if table[metric][1] else -1)
+
+
+def primary_analysis(a: dict[str, list], b: dict[str, list], table: dict,
+                     primary: PrimaryHypotheses, config: CompareConfig) -> list[dict]:
+    """The primary family: each hypothesis with its one-sided Wilcoxon p, its corrected p
+    over the family, d_z [bootstrap CI] and the power figures (see the module doc)."""
+    plan = [("diversity", primary.diversity, "superiority"),
+            ("passk", primary.passk, "superiority")] + [
+        ("quality", metric, "non-inferiority") for metric in primary.quality]
+    family = []
+    for role, metric, kind in plan:
+        pairs = [(x, y) for x, y in zip(a[metric], b[metric], strict=True)
+                 if x is not None and y is not None]
+        entry = {"role": role, "metric": metric, "test": kind, "n": len(pairs)}
+        family.append(entry)
+        if len(pairs) < 3:
+            entry["undefined"] = "fewer than three prompts with both values defined"
+            continue
+        x, y = (np.array(v, float) for v in zip(*pairs, strict=True))
+        differences = oriented(table, metric, 1.0) * (x - y)  # positive: reference better
+        margin = primary.margin * abs(float(y.mean())) if kind == "non-inferiority" else 0.0
+        shifted = differences + margin
+        p = stats.signed_rank_p(shifted)
+        dz = stats.cohens_dz(shifted, np.zeros(len(shifted)))
+        entry.update({"mean_reference": float(x.mean()), "mean_lora": float(y.mean()),
+                      "mean_difference": float((x - y).mean()),
+                      "better_oriented_difference": float(differences.mean()), "margin": margin,
+                      "wilcoxon_p": p, "cohens_dz": dz,
+                      "cohens_dz_ci95": stats.dz_bootstrap_ci(shifted, config.resamples,
+                                                              seed=config.seed)})
+    tested = [h for h in family if "wilcoxon_p" in h]
+    for name, method in CORRECTIONS.items():
+        for h, adjusted in zip(tested, method([h["wilcoxon_p"] for h in tested]), strict=True):
+            h[f"wilcoxon_p_{name}"] = adjusted
+    alpha = config.minimum_p / len(family)  # Holm's first step: a conservative level
+    for h in tested:
+        h["power"] = {"alpha": alpha, "power": config.power,
+                      "minimum_detectable_dz": stats.minimum_detectable_dz(
+                          h["n"], alpha, config.power),
+                      "prompts_needed": stats.pairs_needed(h["cohens_dz"], alpha,
+                                                           config.power)}
+    return family
+
+
 def criterion(name: str, value: float | None, threshold: str, met: bool | None) -> dict:
     return {"criterion": name, "value": value, "threshold": threshold, "met": met}
 
 
-def verdict(comparisons: list[dict], table: dict, judge: dict | None,
-            config: CompareConfig) -> dict:
-    def find(metric: str) -> dict:
-        for c in comparisons:
-            if c["metric"] == metric and c["b"] == config.lora_system:
-                return c
-        raise UserError(f"params.yaml: 'compare' metric {metric!r} is not evaluated "
-                        f"(known: {', '.join(table)})")
-
-    def oriented(metric: str, value: float | None) -> float | None:
-        return None if value is None else value * (1 if table[metric][1] else -1)
-
-    main = find(config.diversity_metric)
-    difference = oriented(config.diversity_metric, main.get("mean_difference"))
-    p = main.get(f"wilcoxon_p_{config.correction}")
-    effect = oriented(config.diversity_metric, main.get("cohens_dz"))
-    what = f"{config.diversity_metric} vs {config.lora_system}"
+def verdict(family: list[dict], judge: dict | None, config: CompareConfig) -> dict:
+    """The bars, from the primary family alone (see the module doc)."""
+    p_key = f"wilcoxon_p_{config.correction}"
 
     def below(value, limit):
         return None if value is None else value < limit
@@ -175,49 +241,47 @@ def verdict(comparisons: list[dict], table: dict, judge: dict | None,
     def above(value, limit):
         return None if value is None else value > limit
 
+    diversity, passk = family[0], family[1]
+    what = f"{diversity['metric']} vs {config.lora_system}"
+    difference = diversity.get("better_oriented_difference")
+    effect, p = diversity.get("cohens_dz"), diversity.get(p_key)
     minimum = [
         criterion(f"higher diversity ({what}, mean difference)", difference, "> 0",
                   above(difference, 0)),
-        criterion(f"significant ({what}, Wilcoxon, {config.correction})", p,
-                  f"< {config.minimum_p}", below(p, config.minimum_p)),
+        criterion(f"significant ({what}, Wilcoxon, {config.correction} over the primary "
+                  "family)", p, f"< {config.minimum_p}", below(p, config.minimum_p)),
         criterion(f"effect size ({what}, d_z)", effect, f"> {config.minimum_effect}",
                   above(effect, config.minimum_effect))]
-    # a quality metric the domain does not compute means nothing there (e.g. ROUGE on code)
-    not_applicable = [m for m in config.quality_metrics if m not in table]
-    for metric in [m for m in config.quality_metrics if m in table]:
-        c = find(metric)
-        if "bootstrap_ci95" not in c:
-            minimum.append(criterion(f"comparable quality ({metric})", None, "", None))
-            continue
-        low = min(oriented(metric, v) for v in c["bootstrap_ci95"])
-        margin = -config.quality_margin * abs(c["mean_b"])
+    for h in family[2:]:
         minimum.append(criterion(
-            f"comparable quality ({metric}: CI95 lower end of the better-oriented difference)",
-            low, f"> {margin:.4g} ({config.quality_margin:.0%} of LoRA)", low > margin))
-    passk = find(config.strong_passk)
-    gain = (None if "mean_b" not in passk or passk["mean_b"] == 0
-            else (passk["mean_a"] - passk["mean_b"]) / passk["mean_b"])
+            f"comparable quality ({h['metric']}: non-inferiority, margin "
+            f"{h.get('margin', 0):.4g}, Wilcoxon, {config.correction})", h.get(p_key),
+            f"< {config.minimum_p}", below(h.get(p_key), config.minimum_p)))
+    reference, lora = passk.get("mean_reference"), passk.get("mean_lora")
+    gain = None if not lora else (reference - lora) / lora
     win_rate = None if judge is None else judge.get("overall", {}).get("win_rate")
     strong = [
         criterion(f"significant ({what}, Wilcoxon, {config.correction})", p,
                   f"< {config.strong_p}", below(p, config.strong_p)),
         criterion(f"effect size ({what}, d_z)", effect, f"> {config.strong_effect}",
                   above(effect, config.strong_effect)),
-        criterion(f"{config.strong_passk} relative gain vs {config.lora_system}", gain,
+        criterion(f"higher {passk['metric']} vs {config.lora_system} (Wilcoxon, "
+                  f"{config.correction})", passk.get(p_key), f"< {config.minimum_p}",
+                  below(passk.get(p_key), config.minimum_p)),
+        criterion(f"{passk['metric']} relative gain vs {config.lora_system}", gain,
                   f"> {config.strong_passk_gain}", above(gain, config.strong_passk_gain)),
         criterion("judge win rate vs LoRA" + ("" if judge else " (judge off: not measured)"),
                   win_rate, f"> {config.strong_judge_win_rate}",
                   above(win_rate, config.strong_judge_win_rate))]
     minimum_met = all(c["met"] is True for c in minimum)
-    return {"minimum": {"met": minimum_met, "criteria": minimum,
-                        "not_applicable": not_applicable},
+    return {"minimum": {"met": minimum_met, "criteria": minimum},
             "strong": {"met": minimum_met and all(c["met"] is True for c in strong),
                        "criteria": strong}}
 
 
 def compare_domain(scores_dir: Path, systems: list[str], seeds: list[int],
                    table: dict[str, tuple[str, bool, str]], judge: dict | None,
-                   config: CompareConfig) -> dict:
+                   config: CompareConfig, primary: PrimaryHypotheses) -> dict:
     for system in [config.reference, *config.against]:
         require(system in systems, "compare", f"names system {system!r}, which is not in "
                 f"'systems' ({', '.join(systems)})")
@@ -230,21 +294,35 @@ def compare_domain(scores_dir: Path, systems: list[str], seeds: list[int],
                                 f"prompts than {config.reference} seed {seeds[0]}")
     summary = {system: {metric: summarise(per_seed, prompts, metric, config)
                         for metric in table} for system, per_seed in loaded.items()}
+    values = {system: {metric: seed_averaged(per_seed, prompts, metric) for metric in table}
+              for system, per_seed in loaded.items()}
+    superiority = {primary.diversity, primary.passk}
     comparisons = []
     for metric, (_, higher_is_better, _) in table.items():
-        a = seed_averaged(loaded[config.reference], prompts, metric)
         for other in config.against:
-            b = seed_averaged(loaded[other], prompts, metric)
+            first = other == config.lora_system and metric in superiority
             comparisons.append({"metric": metric, "a": config.reference, "b": other,
-                                **compare_pair(a, b, higher_is_better, config)})
-    correct(comparisons)
+                                "family": "primary" if first else "exploratory",
+                                **compare_pair(values[config.reference][metric],
+                                               values[other][metric], higher_is_better,
+                                               config)})
+    family = primary_analysis(values[config.reference], values[config.lora_system], table,
+                              primary, config)
+    for name in ("primary", "exploratory"):
+        correct([c for c in comparisons if c["family"] == name])
+    for c in comparisons:  # Wilcoxon: corrected over the whole primary family
+        if c["family"] == "primary" and "wilcoxon_p" in c:
+            h = next(h for h in family if h["metric"] == c["metric"] and h["test"] ==
+                     "superiority")
+            c.update({key: h[key] for key in h if key.startswith("wilcoxon_p_")})
     return {
         "seeds": seeds, "n_prompts": len(prompts), "reference": config.reference,
-        "correction": config.correction, "alpha": config.minimum_p,
+        "lora_system": config.lora_system, "correction": config.correction,
+        "alpha": config.minimum_p,
         "metrics": {m: {"group": g, "higher_is_better": h, "label": label}
                     for m, (g, h, label) in table.items()},
-        "systems": summary, "comparisons": comparisons, "judge": judge,
-        "verdict": verdict(comparisons, table, judge, config),
+        "systems": summary, "primary": {"hypotheses": asdict(primary), "family": family},
+        "comparisons": comparisons, "judge": judge, "verdict": verdict(family, judge, config),
     }
 
 
@@ -253,15 +331,21 @@ HEADLINE = ("semantic", "self_bleu", "distinct_2", "rouge_l", "bertscore_f1", "l
 
 
 def headline(result: dict, config: CompareConfig) -> dict:
-    """The few numbers `dvc metrics show/diff` print: polychromic vs LoRA on the headline
-    metrics (difference, d_z, corrected Wilcoxon p) and the verdict. comparison.json has all."""
+    """The few numbers `dvc metrics show/diff` print: the primary hypotheses (corrected p,
+    d_z, the detectable d_z), polychromic vs LoRA on the headline metrics (difference, d_z,
+    corrected Wilcoxon p in its family) and the verdict. comparison.json has all."""
+    primary = {}
+    for h in result["primary"]["family"]:
+        name = f"{h['metric']}" + (" non-inferiority" if h["test"] == "non-inferiority" else "")
+        primary[name] = {"p": h.get(f"wilcoxon_p_{config.correction}"), "d_z": h.get("cohens_dz"),
+                         "detectable_d_z": (h.get("power") or {}).get("minimum_detectable_dz")}
     vs_lora = {}
     for c in result["comparisons"]:
         if c["b"] == config.lora_system and c["metric"] in HEADLINE:
             vs_lora[c["metric"]] = {"difference": c.get("mean_difference"),
                                     "d_z": c.get("cohens_dz"),
                                     "p": c.get(f"wilcoxon_p_{config.correction}")}
-    return {f"{config.reference}_vs_{config.lora_system}": vs_lora,
+    return {"primary": primary, f"{config.reference}_vs_{config.lora_system}": vs_lora,
             "verdict": {level: result["verdict"][level]["met"]
                         for level in ("minimum", "strong")}}
 
@@ -285,13 +369,14 @@ def main(argv: list[str] | None = None) -> None:
     ks = params.get("evaluate", {}).get("ks", [1, 3, 5, 10])
     domain = domain_class(args.domain)
     table = metric_table(domain.quality_metrics, domain.domain_metrics, ks)
+    primary = config.hypotheses(args.domain, table)
     try:
         judge = json.loads(Path(args.judge).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise UserError(f"{args.judge}: cannot read the judge's metrics ({err})") from None
     judge = judge if judge.get("enabled") else None
     result = {"domain": args.domain, **compare_domain(Path(args.scores), systems, seeds, table,
-                                                      judge, config)}
+                                                      judge, config, primary)}
 
     from polychromic import tracking
 
@@ -306,11 +391,12 @@ def main(argv: list[str] | None = None) -> None:
                                 for level in ("minimum", "strong")})
     write_json(args.out, result)
     write_json(args.summary, headline(result, config))
-    main_result = next(c for c in result["comparisons"] if c["metric"] ==
-                       config.diversity_metric and c["b"] == config.lora_system)
-    print(f"{args.domain}: {config.diversity_metric} {config.reference} - {config.lora_system} "
-          f"= {main_result.get('mean_difference')}, Wilcoxon p = {main_result.get('wilcoxon_p')};"
-          f" minimum criteria met: {result['verdict']['minimum']['met']}, strong: "
+    main_result = result["primary"]["family"][0]
+    print(f"{args.domain}: {primary.diversity} {config.reference} - {config.lora_system} "
+          f"= {main_result.get('mean_difference')}, Wilcoxon p = {main_result.get('wilcoxon_p')}"
+          f" ({config.correction}, primary family: "
+          f"{main_result.get(f'wilcoxon_p_{config.correction}')}); minimum criteria met: "
+          f"{result['verdict']['minimum']['met']}, strong: "
           f"{result['verdict']['strong']['met']} -> {args.out}")
 
 

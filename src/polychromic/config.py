@@ -126,6 +126,22 @@ def param_list(params: dict[str, Any], key: str, kind: type) -> list:
     return value
 
 
+def override(params: dict, assignment: str) -> None:
+    """Apply one `dotted.key=YAML value` (a command's --set) to params; the key must
+    exist."""
+    key, sep, text = assignment.partition("=")
+    if not sep:
+        raise UserError(f"--set {assignment!r}: expected key=value")
+    section, parts = params, key.split(".")
+    for part in parts[:-1]:
+        if not isinstance(section.get(part), dict):
+            raise UserError(f"--set {assignment!r}: params.yaml has no section '{part}'")
+        section = section[part]
+    if parts[-1] not in section:
+        raise UserError(f"--set {assignment!r}: params.yaml has no key '{key}'")
+    section[parts[-1]] = yaml.safe_load(text)
+
+
 def help_text(cls: type) -> str:
     """One line per field: name, default and help, for `--help` output and the README."""
     lines = []

@@ -6,19 +6,20 @@ zero gradient in D. What moves the weights is the score-function identity
     ∇ E_{Y ~ π^N}[D(Y)] = E[ Σ_i A_i ∇ log π(y_i | x) ],   A_i = D(Y) - b_i,
 which holds for any baseline b_i that does not depend on y_i. The default,
 `leave_one_out`, uses b_i = D(Y without y_i): A_i is y_i's marginal contribution to the
-set's diversity. The loss term is -λ · mean_i(stopgrad(A_i) · mean_t log π(y_i,t | x, y_i,<t)).
+set's diversity. The loss term is -λ · mean_i(stopgrad(A_i) · log π(y_i | x)), where
+log π(y_i | x) is the sum of the sample's token log-probabilities (`sum`: exact for any
+lengths). The per-token mean (`token_mean`) is kept as an option: it weights each sample's
+score by 1/length, which is not a baseline, so it is biased when lengths differ (tested).
 
 Scaling (`advantage_scaling`):
 - `none`: raw A_i. Unbiased, but LOO differences are ~0.01-0.05, so λ means little.
-- `running`: A_i divided by a running RMS of *earlier* steps' advantages (steps whose
-  advantages were all zero carry no signal and are skipped). That scale does not depend on
-  this step's samples, so the direction stays unbiased; λ is then in units of "one typical
-  advantage".
+- `running`: A_i divided by a running RMS of *earlier* steps' advantages. The first step
+  with any signal only calibrates that scale and contributes no gradient, so the scale
+  never depends on the current step's samples and the direction stays unbiased; λ is then
+  in units of "one typical advantage". Steps whose advantages are all zero carry no signal
+  and are skipped.
 - `set`: (A_i - mean_j A_j) / std_j A_j within the set, as GRPO does. The set's mean and std
   contain y_i itself, so the estimator is biased (tests show it), though it often works.
-
-With `mean_t` (token mean) the estimate is exact up to the constant 1/(N·T) only when all
-samples have the same length T; unequal lengths weight short samples more.
 
 Set objective (Hamid et al. 2025, arXiv 2509.25424): f(S) = mean_{i∈S} R(y_i) · D(S) over all
 subsets S of `set_size` samples; set advantage f(S) - mean_S' f(S'); each sample's advantage
@@ -68,18 +69,27 @@ class AdvantageScaler:
         mean_square = float(np.mean(advantages ** 2))
         if mean_square == 0:  # no signal (e.g. every subset equally diverse): nothing to learn
             return advantages
-        if self.running_ms is None:  # first informative step only: nothing earlier to use
+        if self.running_ms is None:  # nothing earlier to scale by: calibrate, no gradient
             self.running_ms = mean_square
+            return np.zeros_like(advantages)
         scaled = advantages / (np.sqrt(self.running_ms) + self.eps)
         self.running_ms = self.momentum * self.running_ms + (1 - self.momentum) * mean_square
         return scaled
 
 
-def diversity_policy_loss(token_logprobs: torch.Tensor, mask: torch.Tensor,
-                          advantages: torch.Tensor) -> torch.Tensor:
-    """-mean_i(A_i · mean_t log π(y_i,t)) over the sampled tokens (mask = 1 on sample tokens).
+REDUCTIONS = ("sum", "token_mean")
 
-    Its gradient, times -1, estimates ∇E[D] / (N·T) for equal lengths T (see module doc).
+
+def diversity_policy_loss(token_logprobs: torch.Tensor, mask: torch.Tensor,
+                          advantages: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """-mean_i(A_i · log π(y_i)) over the samples (mask = 1 on sample tokens).
+
+    `sum`: log π(y_i) = Σ_t log π(y_i,t); the gradient, times -1, estimates ∇E[D] / N.
+    `token_mean`: Σ_t / T_i instead, exact (up to 1/T) only when every T_i is the same T.
     """
-    mean_logprob = (token_logprobs * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-    return -(advantages.detach() * mean_logprob).mean()
+    total = (token_logprobs * mask).sum(-1)
+    if reduction == "token_mean":
+        total = total / mask.sum(-1).clamp(min=1)
+    elif reduction != "sum":
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return -(advantages.detach() * total).mean()

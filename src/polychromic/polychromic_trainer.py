@@ -2,14 +2,22 @@
 `objective.py`, with its configuration (`params.yaml` section `polychromic`).
 
 Every `generate_every` optimiser steps, for `prompts_per_step` prompts of the batch, the
-current policy (adapter on, dropout off, no grad, KV cache, one batched `generate`) samples
-`n_generations` completions; the set is scored with the chosen diversity, each sample gets an
-advantage, and the samples' log-probabilities are recomputed with gradient. Evaluation loss
-stays cross-entropy only, so it compares with the baseline's.
+current policy (adapter on, dropout off, no grad, KV cache, one batched decode) samples
+`n_generations` completions, by default with the evaluation's settings (the domain's
+temperature, top-k, top-p and length): the distribution whose diversity is measured. The
+set is scored with the chosen diversity, each sample gets an advantage, and the samples'
+log-probabilities under that same distribution (dropout off, top-k/top-p applied) are
+recomputed with gradient in one batched pass. Evaluation loss stays cross-entropy only, so it
+compares with the baseline's.
+
+On each diversity update the two gradients are taken apart (one backward each, as the sum
+would cost) and logged: `diversity_grad_ratio` = ‖λ∇term‖ / ‖∇CE‖ and their cosine. One
+update's ratio is mostly sampling noise; `polychromic.signal` separates the mean from it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,15 +28,17 @@ from transformers import Trainer
 
 from polychromic import metrics
 from polychromic.config import require
+from polychromic.domains import Sampling
 from polychromic.modeling import IGNORE_INDEX
 from polychromic.objective import (
+    REDUCTIONS,
     AdvantageScaler,
     Diversity,
     diversity_policy_loss,
     leave_one_out_advantages,
     set_advantages,
 )
-from polychromic.sampling import cut_at_stop, padded, sample_ids, stop_check
+from polychromic.sampling import cut_at_stop, padded, sample_ids, stop_check, truncated_logprobs
 
 log = logging.getLogger("polychromic")
 METRICS = ("semantic", "bleu", "distinct")
@@ -40,24 +50,33 @@ SCALINGS = ("running", "set", "none")
 class PolychromicConfig:
     diversity_weight: float = field(default=0.3, metadata={"help": "λ, weight of the diversity "
                                                            "term (0: plain LoRA)"})
-    n_generations: int = field(default=3, metadata={"help": "N, samples per prompt per update"})
+    n_generations: int = field(default=8, metadata={"help": "N, samples per prompt per update"})
     diversity_metric: str = field(default="semantic", metadata={"help": ", ".join(METRICS)})
     objective: str = field(default="diversity", metadata={
         "help": "'diversity': leave-one-out advantages of D; 'set': Hamid et al.'s "
                 "mean reward x diversity over subsets"})
     advantage_scaling: str = field(default="running", metadata={
-        "help": "running (unbiased direction), set (GRPO-style, biased), none"})
+        "help": "running (RMS of earlier updates; unbiased direction), set (GRPO-style, "
+                "biased), none"})
     set_size: int = field(default=2, metadata={"help": "subset size of the set objective"})
+    logprob_reduction: str = field(default="sum", metadata={
+        "help": "a sample's log π: sum over its tokens (exact), or token_mean (biased when "
+                "lengths differ)"})
     generate_every: int = field(default=2, metadata={"help": "optimiser steps between updates"})
-    prompts_per_step: int = field(default=2, metadata={"help": "batch prompts sampled from"})
-    temperature: float = field(default=1.0, metadata={"help": "training sampling temperature"})
-    top_p: float = field(default=1.0, metadata={"help": "training nucleus mass (1: exact)"})
+    prompts_per_step: int = field(default=2, metadata={
+        "help": "batch prompts sampled from per update (at most the batch)"})
+    temperature: float | None = field(default=None, metadata={
+        "help": "training sampling temperature (null: the domain's sampling.temperature)"})
+    top_k: int | None = field(default=None, metadata={
+        "help": "training top-k, 0 off (null: the domain's sampling.top_k)"})
+    top_p: float | None = field(default=None, metadata={
+        "help": "training nucleus mass (null: the domain's sampling.top_p)"})
     max_new_tokens: int | None = field(default=None, metadata={
         "help": "tokens per training sample (null: the domain's sampling.max_new_tokens)"})
     distinct_n: int = field(default=2, metadata={"help": "n of the distinct metric"})
-    eval_prompts: int = field(default=8, metadata={"help": "val prompts for eval/diversity"})
+    eval_prompts: int = field(default=8, metadata={
+        "help": "val prompts for eval/diversity (sampled like the training samples)"})
     eval_samples: int = field(default=4, metadata={"help": "samples per val prompt"})
-    eval_temperature: float = field(default=0.7, metadata={"help": "eval/diversity temperature"})
     embedding_model: str = field(default="embedded:all-minilm-l6-v2",
                                  metadata={"help": "sentence-transformers model (semantic, set)"})
     collapse_below: float = field(default=0.1, metadata={"help": "warn: diversity collapse"})
@@ -72,16 +91,33 @@ class PolychromicConfig:
         require(self.objective in OBJECTIVES, f"{key}.objective", f"must be one of {OBJECTIVES}")
         require(self.advantage_scaling in SCALINGS, f"{key}.advantage_scaling",
                 f"must be one of {SCALINGS}")
-        require(2 <= self.set_size <= self.n_generations, f"{key}.set_size",
-                "must be in [2, n_generations]")
+        require(self.logprob_reduction in REDUCTIONS, f"{key}.logprob_reduction",
+                f"must be one of {REDUCTIONS}")
+        # With 2 samples both LOO advantages are D(pair) - D(one sample): equal, so
+        # standardising them within the set gives 0, on every step.
+        require(self.advantage_scaling != "set" or self.n_generations >= 3,
+                f"{key}.advantage_scaling",
+                "'set' needs n_generations >= 3 (with 2 samples it gives zero gradient)")
+        if self.objective == "set":  # one subset of N has advantage f(S) - mean f = 0
+            require(2 <= self.set_size < self.n_generations, f"{key}.set_size",
+                    "must be in [2, n_generations - 1] (set_size = n_generations leaves one "
+                    "subset and zero gradient)")
         for name in ("generate_every", "prompts_per_step", "distinct_n", "eval_prompts",
                      "eval_samples"):
             require(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
         require(self.max_new_tokens is None or self.max_new_tokens >= 1,
                 f"{key}.max_new_tokens", "must be >= 1 or null")
-        for name in ("temperature", "eval_temperature"):
-            require(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
-        require(0 < self.top_p <= 1, f"{key}.top_p", "must be in (0, 1]")
+        require(self.temperature is None or self.temperature > 0, f"{key}.temperature",
+                "must be > 0 or null")
+        require(self.top_k is None or self.top_k >= 0, f"{key}.top_k", "must be >= 0 or null")
+        require(self.top_p is None or 0 < self.top_p <= 1, f"{key}.top_p",
+                "must be in (0, 1] or null")
+
+    def sampling(self, domain: Sampling) -> Sampling:
+        """The training samples' settings: this section's, where set, else the domain's."""
+        chosen = {name: getattr(self, name) for name in ("temperature", "top_k", "top_p",
+                                                          "max_new_tokens")}
+        return dataclasses.replace(domain, **{k: v for k, v in chosen.items() if v is not None})
 
 
 def set_diversity(metric: str, texts: list[str], vectors: np.ndarray | None,
@@ -103,20 +139,20 @@ def set_diversity(metric: str, texts: list[str], vectors: np.ndarray | None,
 
 class PolychromicTrainer(Trainer):
     def __init__(self, *args, polychromic: PolychromicConfig, tokenizer, embedder=None,
-                 checker=None, records: list[dict] = (), max_new_tokens: int = 16,
+                 checker=None, records: list[dict] = (), sampling: Sampling | None = None,
                  stop: tuple[str, ...] = (), eval_prompts: list[tuple[str, str]] = (),
                  **kwargs):
         """`checker` and `records`: the domain's checker and the train records (batches carry
-        `record_index`), for the set objective's reward; `max_new_tokens`, `stop`: the
-        training samples' length and the domain's stop strings; `eval_prompts`: (prompt, its
-        chat-formatted text) pairs for eval/diversity."""
+        `record_index`), for the set objective's reward; `sampling`, `stop`: the domain's
+        sampling settings (the section's own where it sets them) and stop strings;
+        `eval_prompts`: (prompt, its chat-formatted text) pairs for eval/diversity."""
         super().__init__(*args, **kwargs)
         self.polychromic = polychromic
         self.tok = tokenizer
         self.embedder = embedder
         self.checker = checker
         self.train_records = list(records)
-        self.max_new_tokens = polychromic.max_new_tokens or max_new_tokens
+        self.sampling = polychromic.sampling(sampling or Sampling())
         self.stop = tuple(stop)
         self.eval_prompts = list(eval_prompts)
         self.generator = torch.Generator().manual_seed(self.args.seed)  # the samples' draws
@@ -146,27 +182,65 @@ class PolychromicTrainer(Trainer):
             self.logged["combined_loss"].append(quality.item() * accumulation)
             return out
         term, score = self.diversity_term(model, inputs, record_index)
-        combined = quality + config.diversity_weight * term / accumulation
+        combined = self.split_gradients(quality, config.diversity_weight * term / accumulation)
         self.logged["diversity_loss"].append(term.item())
         self.logged["diversity_score"].append(score)
         self.logged["combined_loss"].append(quality.item() * accumulation
                                              + config.diversity_weight * term.item())
         return (combined, out[1]) if return_outputs else combined
 
+    def split_gradients(self, quality: torch.Tensor, diversity: torch.Tensor) -> torch.Tensor:
+        """quality + diversity, whose backward gives the same gradient, after logging the two
+        gradients' norms and cosine: each part is differentiated on its own (the two graphs
+        share no forward pass, so this costs what one backward of the sum costs) and the
+        result is a surrogate, linear in the weights, carrying their sum."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grads = []
+        for loss in (quality, diversity):
+            parts = torch.autograd.grad(loss, params, allow_unused=True)
+            grads.append([torch.zeros_like(p) if g is None else g for p, g in zip(
+                params, parts, strict=True)])
+        quality_grad, diversity_grad = (torch.cat([g.flatten() for g in gs]) for gs in grads)
+        quality_norm = quality_grad.norm().item()
+        self.logged["quality_grad_norm"].append(quality_norm)
+        self.logged["diversity_grad_ratio"].append(diversity_grad.norm().item()
+                                                   / max(quality_norm, 1e-12))
+        self.logged["diversity_grad_cosine"].append(torch.nn.functional.cosine_similarity(
+            quality_grad, diversity_grad, dim=0).item())
+        surrogate = sum((p * (a + b)).sum() for p, a, b in zip(params, *grads, strict=True))
+        return surrogate - surrogate.detach() + (quality + diversity).detach()
+
     def diversity_term(self, model, inputs, record_index=None) -> tuple[torch.Tensor, float]:
         config = self.polychromic
         rows = min(config.prompts_per_step, len(inputs["input_ids"]))
         prompt_ids, prompt_mask = self.batch_prompts(inputs, rows)
-        completions, keep = self.sample(model, prompt_ids, prompt_mask, config.n_generations,
-                                        config.temperature, config.top_p)
-        texts = self.decode(completions)
+        was_training = model.training
+        model.eval()  # no dropout: the log-probabilities are those of the policy sampled from
+        try:
+            completions, keep = self.sample(model, prompt_ids, prompt_mask, config.n_generations)
+            texts = self.decode(completions)
+            n = config.n_generations
+            groups = [texts[p * n:(p + 1) * n] for p in range(rows)]
+            flat, score = self.advantages(groups, record_index)
+            logprobs = self.completion_logprobs(model, prompt_ids, prompt_mask, completions,
+                                                keep, self.sampling)
+        finally:
+            model.train(was_training)
+        term = diversity_policy_loss(logprobs, keep.float(),
+                                     torch.tensor(flat, dtype=logprobs.dtype,
+                                                  device=logprobs.device),
+                                     config.logprob_reduction)
+        return term, score
+
+    def advantages(self, groups: list[list[str]], record_index=None) -> tuple[np.ndarray, float]:
+        """Each sample's (scaled) advantage, prompt-major, and the sets' mean diversity."""
+        config = self.polychromic
         n = config.n_generations
-        groups = [texts[p * n:(p + 1) * n] for p in range(rows)]
         rewards = None
         if config.objective == "set":
             if record_index is None:
                 raise ValueError("the set objective needs `record_index` in the batch")
-            records = [self.train_records[int(i)] for i in record_index[:rows]]
+            records = [self.train_records[int(i)] for i in record_index[:len(groups)]]
             rewards = self.checker.rewards(list(zip(records, groups, strict=True)))
         advantages, scores = [], []
         for p, group in enumerate(groups):
@@ -181,12 +255,7 @@ class PolychromicTrainer(Trainer):
         flat = np.concatenate(advantages)
         if config.advantage_scaling != "set":
             flat = self.scaler(flat)
-        logprobs = self.completion_logprobs(model, prompt_ids, prompt_mask, completions, keep,
-                                            config.temperature)
-        term = diversity_policy_loss(logprobs, keep.float(),
-                                     torch.tensor(flat, dtype=logprobs.dtype,
-                                                  device=logprobs.device))
-        return term, float(np.mean(scores))
+        return flat, float(np.mean(scores))
 
     # -- sampling and log-probabilities --------------------------------------------------
     def decode(self, completions: torch.Tensor) -> list[str]:
@@ -207,27 +276,24 @@ class PolychromicTrainer(Trainer):
             mask[r, width - start:] = 1
         return ids, mask
 
-    def sample(self, model, prompt_ids, prompt_mask, n, temperature, top_p):
-        """n completions per prompt (dropout off, no grad; top-k off, so that π is exactly
-        the distribution sampled from when top_p is 1) and the mask of their sampled tokens
-        (up to the end-of-turn token or the end of a stop string)."""
-        was_training = model.training
-        model.eval()
-        try:
-            samples = sample_ids(
-                model, prompt_ids, prompt_mask, n, temperature=temperature, top_k=0,
-                top_p=top_p, max_new_tokens=self.max_new_tokens,
-                eos_token_id=self.tok.eos_token_id, generator=self.generator,
-                ended=stop_check(self.tok, self.stop))
-        finally:
-            model.train(was_training)
+    def sample(self, model, prompt_ids, prompt_mask, n):
+        """n completions per prompt (no grad) with the training samples' settings, and the
+        mask of their sampled tokens (up to the end-of-turn token or the end of a stop
+        string). The caller turns dropout off."""
+        settings = self.sampling
+        samples = sample_ids(
+            model, prompt_ids, prompt_mask, n, temperature=settings.temperature,
+            top_k=settings.top_k, top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
+            eos_token_id=self.tok.eos_token_id, generator=self.generator,
+            ended=stop_check(self.tok, self.stop))
         completions, keep = padded(samples, self.tok.pad_token_id)
         return completions.to(prompt_ids.device), keep.to(prompt_ids.device)
 
     @staticmethod
-    def completion_logprobs(model, prompt_ids, prompt_mask, completions, keep, temperature):
-        """log π(y_t | x, y_<t) of each completion token, with gradient, under the sampling
-        temperature (the distribution the samples came from).
+    def completion_logprobs(model, prompt_ids, prompt_mask, completions, keep,
+                            settings: Sampling):
+        """log π(y_t | x, y_<t) of each completion token, with gradient, under the
+        distribution the samples came from (temperature, top-k, top-p of `settings`).
 
         Each prompt is encoded once, with gradient, and its KV cache is repeated for its n
         completions (repeat_interleave is differentiable), instead of encoding it n times."""
@@ -243,8 +309,8 @@ class PolychromicTrainer(Trainer):
                      cache=cache).logits
         # the prompt's last logits predict the first completion token
         logits = torch.cat([prompt.logits.repeat_interleave(n, 0), rest[:, :-1]], dim=1)
-        logits = logits.float() / temperature
-        return torch.log_softmax(logits, -1).gather(-1, completions.unsqueeze(-1)).squeeze(-1)
+        return truncated_logprobs(logits, completions, settings.temperature, settings.top_k,
+                                  settings.top_p)
 
     # -- logging, evaluation, red flags --------------------------------------------------
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
@@ -287,9 +353,13 @@ class PolychromicTrainer(Trainer):
         encoded = self.tok([text for _, text in self.eval_prompts], return_tensors="pt",
                            padding=True,
                            add_special_tokens=False).to(self.model.device)
-        completions, _ = self.sample(self.model, encoded["input_ids"],
-                                     encoded["attention_mask"], config.eval_samples,
-                                     config.eval_temperature, 1.0)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            completions, _ = self.sample(self.model, encoded["input_ids"],
+                                         encoded["attention_mask"], config.eval_samples)
+        finally:
+            self.model.train(was_training)
         texts = self.decode(completions)
         k = config.eval_samples
         scores, table = [], defaultdict(list)

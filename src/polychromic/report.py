@@ -1,7 +1,9 @@
 """Stage `report`: one domain's Table 1 (+ verdict), qualitative examples and Figure 1.
 
 Table 1 comes from the compare stage's comparison.json: "mean [95% CI]" per system and metric,
-the best per column in bold, marks where polychromic beats a system after correction.
+the best per column in bold, marks where polychromic beats a system after correction within
+its family, † on the columns of the pre-registered primary hypotheses; below it, the primary
+analysis with its power figures and the verdict.
 Figure 1 is the unbiased pass@k for k = 1..n from the per-prompt scores (passk.png, and
 passk.csv for `dvc plots`). The table formatting is in tables.py (shared with Table 2)."""
 
@@ -92,7 +94,10 @@ def footnote(comparison: dict) -> str:
             f"CI over prompts in brackets; {DASH}: undefined. Bold: best per column; ↓: lower "
             f"is better. * p < 0.05, ** p < 0.01: {comparison['reference']} vs that system, "
             f"paired Wilcoxon signed-rank test over prompts{sided}, p-values "
-            f"{str(comparison.get('correction') or 'not').capitalize()}-corrected.")
+            f"{str(comparison.get('correction') or 'not').capitalize()}-corrected within their "
+            f"family. †: a pre-registered primary hypothesis ({comparison['reference']} vs "
+            f"{comparison.get('lora_system', 'LoRA')}), corrected over the primary family "
+            f"(below); every other mark is exploratory, corrected over the exploratory family.")
 
 
 def table1_text(comparison: dict, systems: list[str], tex: bool) -> str:
@@ -100,8 +105,11 @@ def table1_text(comparison: dict, systems: list[str], tex: bool) -> str:
     columns, cells = table1(comparison, systems)
     meta, escape = comparison["metrics"], tex_escape if tex else md_escape
     group = {m: escape(GROUPS.get(g := meta[m].get("group", ""), g)) for m in columns}
+    primary = {h["metric"] for h in (comparison.get("primary") or {}).get("family", [])
+               if h.get("test") == "superiority"}
     label = [escape(meta[m].get("label", m) + ("" if meta[m].get("higher_is_better", True)
-                                               else " ↓")) for m in columns]
+                                               else " ↓") + (" †" if m in primary else ""))
+             for m in columns]
     rows = [[escape(s)] + [cell_text(c, tex) for c in cells[s]] for s in systems]
     align = "l" + "r" * len(columns)
     runs = [(g, list(ms)) for g, ms in groupby(columns, group.get)]
@@ -116,9 +124,42 @@ def table1_text(comparison: dict, systems: list[str], tex: bool) -> str:
             + "\n\n" + footnote(comparison).replace("*", r"\*") + "\n")
 
 
+def primary_markdown(comparison: dict) -> str:
+    """The primary family: each hypothesis's test, effect and power figures."""
+    primary = comparison.get("primary") or {}
+    correction = comparison.get("correction") or "holm"
+    rows = []
+    for h in primary.get("family", []):
+        ci, power = h.get("cohens_dz_ci95"), h.get("power") or {}
+        test = h["test"] + (f" (δ = {h['margin']:.3g})" if h.get("margin") else "")
+        dz = fmt(h.get("cohens_dz"), 2) + (f" [{fmt(ci[0], 2)}, {fmt(ci[1], 2)}]" if ci else "")
+        needed = power.get("prompts_needed")
+        rows.append([md_escape(h["metric"]), test, str(h.get("n", DASH)),
+                     fmt(h.get("mean_difference")), dz, fmt(h.get("wilcoxon_p")),
+                     fmt(h.get(f"wilcoxon_p_{correction}")),
+                     fmt(power.get("minimum_detectable_dz"), 2),
+                     DASH if needed is None else str(needed)])
+    if not rows:
+        return ""
+    alpha = next((h["power"]["alpha"] for h in primary["family"] if h.get("power")), None)
+    return "\n".join([
+        "## Primary analysis (pre-registered)", "",
+        md_table(["Metric", "Test", "n", "Difference", "d_z [95% CI]", "p",
+                  f"p ({correction})", "Detectable d_z", "Prompts needed"], rows,
+                 "llrrrrrrr"), "",
+        f"One-sided paired Wilcoxon tests, {comparison['reference']} vs "
+        f"{comparison.get('lora_system', 'LoRA')}; a non-inferiority test asks whether the "
+        "better-oriented difference + δ is above 0. d_z is that of the tested differences. "
+        f"Detectable d_z: the smallest effect found with power "
+        f"{(next((h['power']['power'] for h in primary['family'] if h.get('power')), 0.8)):.0%}"
+        f" at this n; prompts needed: to find the observed d_z with that power ({DASH}: not "
+        f"in the tested direction). Both at level {fmt(alpha, 4)} (α / family size, Holm's "
+        "first step), with the paired t-test's power as the Wilcoxon test's.", ""])
+
+
 def verdict_markdown(comparison: dict) -> str:
     word = {True: "met", False: "not met"}  # anything else (None): not measured
-    lines, rows = ["## Verdict", ""], []
+    lines, rows = ["## Verdict (primary family only)", ""], []
     for level, bar in (comparison.get("verdict") or {}).items():
         lines.append(f"- {level.capitalize()} bar: **{word.get(bar.get('met'), 'not measured')}**")
         for c in bar.get("criteria", []):
@@ -128,10 +169,6 @@ def verdict_markdown(comparison: dict) -> str:
                          md_escape(str(c.get("threshold", ""))),
                          word.get(None if value is None else c.get("met"), "not measured")])
     lines += ["", md_table(["Bar", "Criterion", "Value", "Threshold", "Result"], rows, "llrll")]
-    skipped = ((comparison.get("verdict") or {}).get("minimum") or {}).get("not_applicable")
-    if skipped:
-        lines += ["", f"Not applicable to this domain (not computed for it): "
-                  f"{', '.join(skipped)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -277,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     csv = [["k", *curves]] + [[str(k), *(f"{c[i]:.6f}" for c in curves.values())]
                               for i, k in enumerate(ks)]
     outputs = {args.tables / "table1.md": table1_text(comparison, systems, tex=False) + "\n"
-               + verdict_markdown(comparison),
+               + primary_markdown(comparison) + "\n" + verdict_markdown(comparison),
                args.tables / "table1.tex": table1_text(comparison, systems, tex=True),
                args.tables / "examples.md": examples_markdown(
                    {s: g[0] for s, g in generations.items()}, config, args.domain),

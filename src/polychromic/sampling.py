@@ -80,27 +80,63 @@ def full_attention_only(model) -> bool:
     return types is None or all(t == "full_attention" for t in types)
 
 
-def next_token_distribution(logits: torch.Tensor, temperature: float, top_k: int, top_p: float
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probabilities, token ids) of the candidates for each row, as `generate` samples
-    them: logits / temperature, then the top_k best (0: all), then the smallest set of the
-    best whose mass reaches top_p (a token is dropped when the mass of it and every token
-    below it is at most 1 - top_p; the best is always kept)."""
-    scaled = logits.float() / temperature
+def candidates(scaled: torch.Tensor, top_k: int, top_p: float
+               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(scaled logits, token ids, dropped) of the tokens that top-k and top-p leave, along
+    the last dimension, as `generate` keeps them: the top_k best (0: all), then the smallest
+    set of the best whose mass reaches top_p (a token is dropped when the mass of it and
+    every token below it is at most 1 - top_p; the best is always kept). ids is None when
+    every token is a candidate; the values keep their gradient, the cut does not have one."""
     if top_k:
         values, ids = torch.topk(scaled, min(top_k, scaled.shape[-1]), dim=-1)
     elif top_p < 1:
         values, ids = torch.sort(scaled, dim=-1, descending=True)
     else:
-        return torch.softmax(scaled, dim=-1), None  # every token; ids are positions
+        return scaled, None, None
+    if top_p >= 1:
+        return values, ids, None
+    with torch.no_grad():
+        below = torch.softmax(values, dim=-1).flip(-1).cumsum(-1).flip(-1)  # it and all below
+        dropped = below <= 1 - top_p
+        dropped[..., 0] = False
+    return values, ids, dropped
+
+
+def next_token_distribution(logits: torch.Tensor, temperature: float, top_k: int, top_p: float
+                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(probabilities, token ids) of the candidates for each row, as `generate` samples
+    them: logits / temperature, then top-k and top-p (`candidates`)."""
+    values, ids, dropped = candidates(logits.float() / temperature, top_k, top_p)
     probs = torch.softmax(values, dim=-1)
-    if top_p < 1:
-        below = probs.flip(-1).cumsum(-1).flip(-1)  # mass of each token and all below it
-        drop = below <= 1 - top_p
-        drop[:, 0] = False
-        probs = probs.masked_fill(drop, 0.0)
+    if dropped is not None:
+        probs = probs.masked_fill(dropped, 0.0)
         probs = probs / probs.sum(-1, keepdim=True)
     return probs, ids
+
+
+def truncated_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float,
+                       top_k: int, top_p: float) -> torch.Tensor:
+    """log of the probability with which `next_token_distribution` draws each of `tokens`
+    (logits: (..., vocab), tokens: (...)), with gradient: the policy actually sampled from.
+
+    Inside the candidate set the top-k/top-p cut is constant, so the gradient is that of
+    log softmax over the candidates. A token that is not a candidate here (the sampler saw
+    the same weights, but a differently ordered float sum can move a token across the cut)
+    counts as one, so that its log-probability stays finite."""
+    scaled = logits.float() / temperature
+    chosen = scaled.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    values, ids, dropped = candidates(scaled, top_k, top_p)
+    if ids is None:
+        return chosen - torch.logsumexp(scaled, dim=-1)
+    if dropped is not None:
+        values = values.masked_fill(dropped, float("-inf"))
+    normaliser = torch.logsumexp(values, dim=-1)
+    kept = ids == tokens.unsqueeze(-1)
+    if dropped is not None:
+        kept &= ~dropped
+    outside = ~kept.any(-1)
+    normaliser = torch.where(outside, torch.logaddexp(normaliser, chosen), normaliser)
+    return chosen - normaliser
 
 
 def draw(probs: torch.Tensor, ids: torch.Tensor | None,

@@ -61,6 +61,8 @@ class TrainConfig:
     checkpoint_every: int = field(
         default=25, metadata={"help": "steps between checkpoints (a multiple of eval_every)"})
     logging_every: int = field(default=5, metadata={"help": "steps between logged losses"})
+    max_grad_norm: float = field(
+        default=1.0, metadata={"help": "clip the gradient's norm to this (0: no clipping)"})
 
     def check(self, key: str) -> None:
         require(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds),
@@ -71,6 +73,7 @@ class TrainConfig:
                      "eval_every", "eval_examples", "checkpoint_every", "logging_every"):
             require(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
         require(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
+        require(self.max_grad_norm >= 0, f"{key}.max_grad_norm", "must be >= 0 (0: off)")
         require(self.early_stopping_patience >= 0, f"{key}.early_stopping_patience", "must be >= 0")
         require(self.checkpoint_every % self.eval_every == 0, f"{key}.checkpoint_every",
                 "must be a multiple of eval_every (the best checkpoint is chosen on eval loss)")
@@ -152,6 +155,7 @@ def training_arguments(config: TrainConfig, output_dir: Path, seed: int):
         metric_for_best_model="eval_loss",
         greater_is_better=False,
         logging_steps=config.logging_every,
+        max_grad_norm=config.max_grad_norm,
         report_to=[],
         remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -178,7 +182,8 @@ def make_trainer(method: str, model, args, train_set, eval_set, collator, callba
 def polychromic_options(params: dict, tokenizer, domain: Domain, train: list[Record],
                         val: list[Record]) -> dict:
     """The polychromic Trainer's config, the domain's checker (the set objective's reward),
-    the embedder, the samples' length and stop strings, and the eval/diversity prompts."""
+    the embedder, the domain's sampling settings and stop strings, and the eval/diversity
+    prompts."""
     from polychromic.embedding import shared_embedder
     from polychromic.polychromic_trainer import PolychromicConfig
 
@@ -191,8 +196,7 @@ def polychromic_options(params: dict, tokenizer, domain: Domain, train: list[Rec
                     for record in val[:config.eval_prompts]]
     return {"polychromic": config, "tokenizer": tokenizer, "embedder": embedder,
             "checker": domain.checker(val) if config.objective == "set" else None,
-            "records": train, "stop": domain.stop,
-            "max_new_tokens": config.max_new_tokens or domain.sampling.max_new_tokens,
+            "records": train, "stop": domain.stop, "sampling": domain.sampling,
             "eval_prompts": eval_prompts}
 
 
@@ -210,7 +214,9 @@ class TrainingCurves(TrainerCallback):
              "learning_rate": "train/learning_rate", "grad_norm": "train/grad_norm",
              "quality_loss": "train/quality_loss", "diversity_score": "train/diversity_score",
              "diversity_loss": "train/diversity_loss", "combined_loss": "train/combined_loss",
-             "eval_diversity": "eval/diversity"}
+             "eval_diversity": "eval/diversity", "quality_grad_norm": "train/quality_grad_norm",
+             "diversity_grad_ratio": "train/diversity_grad_ratio",
+             "diversity_grad_cosine": "train/diversity_grad_cosine"}
 
     def __init__(self, plots_dir: str | None):
         self.live = None
