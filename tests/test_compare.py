@@ -102,12 +102,12 @@ def test_compare_domain_tests_seed_averaged_prompts_and_corrects_the_family(tmp_
         ("semantic", "superiority"), ("pass@10", "superiority"),
         ("rouge_l", "non-inferiority"), ("bertscore_f1", "non-inferiority"),
         ("pass@1", "non-inferiority")]
-    assert [h["wilcoxon_p_holm"] for h in family] == pytest.approx(
-        stats.holm([h["wilcoxon_p"] for h in family]))
+    assert [h["p_holm"] for h in family] == pytest.approx(stats.holm([h["p"] for h in family]))
+    assert [h["method"] for h in family] == ["wilcoxon"] * 2 + ["bootstrap"] * 3
     semantic = next(c for c in tested if c["metric"] == "semantic" and c["b"] == "baseline")
     assert semantic["family"] == "primary"
-    assert semantic["wilcoxon_p"] == pytest.approx(family[0]["wilcoxon_p"])
-    assert semantic["wilcoxon_p_holm"] == family[0]["wilcoxon_p_holm"]
+    assert semantic["wilcoxon_p"] == pytest.approx(family[0]["p"])
+    assert semantic["wilcoxon_p_holm"] == family[0]["p_holm"]
     assert result["systems"]["polychromic"]["semantic"]["mean"] > \
         result["systems"]["baseline"]["semantic"]["mean"]
 
@@ -125,7 +125,7 @@ def hypothesis(metric, test, difference, p, dz, mean_reference=0.6, mean_lora=0.
     return {"metric": metric, "test": test, "n": 30, "mean_reference": mean_reference,
             "mean_lora": mean_lora, "mean_difference": difference,
             "better_oriented_difference": difference, "margin": margin,
-            "wilcoxon_p_holm": p, "cohens_dz": dz}
+            "p_holm": p, "cohens_dz": dz}
 
 
 def crafted(semantic=(0.05, 0.004, 0.6), rouge_p=0.01, passk=(0.8, 0.6), passk_p=0.02):
@@ -195,20 +195,19 @@ def test_primary_analysis_by_hand_lower_is_better_and_non_inferiority():
     family = compare.primary_analysis(a, b, metric_table(KS), primary, CompareConfig())
     bleu, passk, rouge = family
     d = np.array(b["self_bleu"]) - np.array(a["self_bleu"])  # oriented: lower is better
-    assert bleu["wilcoxon_p"] == pytest.approx(
+    assert bleu["p"] == pytest.approx(
         scipy_stats.wilcoxon(a["self_bleu"], b["self_bleu"], alternative="less").pvalue)
     assert bleu["cohens_dz"] == pytest.approx(d.mean() / d.std(ddof=1))
     assert rouge["n"] == n - 1
     lora = np.array(b["rouge_l"][1:])
     shifted = np.array(a["rouge_l"][1:]) - lora + 0.05 * lora.mean()
     assert rouge["margin"] == pytest.approx(0.05 * lora.mean())
-    assert rouge["wilcoxon_p"] == pytest.approx(
-        scipy_stats.wilcoxon(shifted, alternative="greater").pvalue)
+    assert rouge["p"] == stats.mean_above_p(shifted - rouge["margin"], -rouge["margin"],
+                                            10_000, 42)
     assert rouge["cohens_dz"] == pytest.approx(shifted.mean() / shifted.std(ddof=1))
     low, high = bleu["cohens_dz_ci95"]
     assert low < bleu["cohens_dz"] < high
-    assert [h["wilcoxon_p_holm"] for h in family] == pytest.approx(
-        stats.holm([h["wilcoxon_p"] for h in family]))
+    assert [h["p_holm"] for h in family] == pytest.approx(stats.holm([h["p"] for h in family]))
     # power at α = 0.05 / 3 for n = 25 pairs (statsmodels TTestPower, alternative="larger")
     assert bleu["power"]["alpha"] == pytest.approx(0.05 / 3)
     assert bleu["power"]["minimum_detectable_dz"] == pytest.approx(
@@ -218,6 +217,19 @@ def test_primary_analysis_by_hand_lower_is_better_and_non_inferiority():
     needed = bleu["power"]["prompts_needed"]
     assert stats.paired_power(bleu["cohens_dz"], needed, 0.05 / 3) >= 0.8
     assert stats.paired_power(bleu["cohens_dz"], needed - 1, 0.05 / 3) < 0.8
+
+
+def test_non_inferiority_tests_the_mean_not_the_median():
+    """Zero-inflated differences (most prompts tie): the signed-rank test of d + δ calls the
+    tie-heavy data non-inferior, the mean's test does not when the mean is below -δ; and for
+    normal differences the bootstrap p agrees with the one-sample t-test."""
+    d = np.array([0.0] * 36 + [-0.3, -0.3, -0.2, 0.1])  # mean -0.0175, margin 0.0035
+    assert stats.signed_rank_p(d + 0.0035) < 0.001
+    assert stats.mean_above_p(d, -0.0035, 10_000, 0) > 0.5
+    rng = np.random.default_rng(3)
+    normal = rng.normal(0.05, 0.4, 300)
+    t_test = scipy_stats.ttest_1samp(normal + 0.02, 0.0, alternative="greater").pvalue
+    assert stats.mean_above_p(normal, -0.02, 20_000, 0) == pytest.approx(t_test, abs=0.01)
 
 
 @pytest.mark.parametrize("n,alpha,expected", [(30, 0.05, 0.4649472), (30, 0.01, 0.6070299)])
@@ -269,7 +281,7 @@ def test_main_writes_comparison_and_rejects_too_few_resamples(tmp_path, monkeypa
         "p": semantic["wilcoxon_p_holm"]}
     first = written["primary"]["family"][0]
     assert summary["primary"]["semantic"] == {
-        "p": first["wilcoxon_p_holm"], "d_z": first["cohens_dz"],
+        "p": first["p_holm"], "d_z": first["cohens_dz"],
         "detectable_d_z": first["power"]["minimum_detectable_dz"]}
     assert list(summary["primary"]) == ["semantic", "pass@10", "rouge_l non-inferiority",
                                         "bertscore_f1 non-inferiority",

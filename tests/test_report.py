@@ -107,12 +107,12 @@ def test_primary_columns_are_marked_and_the_primary_analysis_is_tabled():
     data["lora_system"] = "baseline"
     data["primary"] = {"family": [
         {"metric": "semantic", "test": "superiority", "n": 3, "mean_difference": 0.1,
-         "margin": 0.0, "wilcoxon_p": 0.001, "wilcoxon_p_holm": 0.003, "cohens_dz": 1.2,
+         "margin": 0.0, "p": 0.001, "p_holm": 0.003, "cohens_dz": 1.2,
          "cohens_dz_ci95": [0.5, 2.0], "power": {"alpha": 0.025, "power": 0.8,
                                                   "minimum_detectable_dz": 3.1,
                                                   "prompts_needed": 9}},
         {"metric": "rouge_l", "test": "non-inferiority", "n": 3, "mean_difference": -0.0003,
-         "margin": 0.005, "wilcoxon_p": 0.2, "wilcoxon_p_holm": 0.2, "cohens_dz": -0.1,
+         "margin": 0.005, "p": 0.2, "p_holm": 0.2, "cohens_dz": -0.1,
          "cohens_dz_ci95": None, "power": {"alpha": 0.025, "power": 0.8,
                                             "minimum_detectable_dz": 3.1,
                                             "prompts_needed": None}}]}

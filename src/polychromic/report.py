@@ -135,8 +135,8 @@ def primary_markdown(comparison: dict) -> str:
         dz = fmt(h.get("cohens_dz"), 2) + (f" [{fmt(ci[0], 2)}, {fmt(ci[1], 2)}]" if ci else "")
         needed = power.get("prompts_needed")
         rows.append([md_escape(h["metric"]), test, str(h.get("n", DASH)),
-                     fmt(h.get("mean_difference")), dz, fmt(h.get("wilcoxon_p")),
-                     fmt(h.get(f"wilcoxon_p_{correction}")),
+                     fmt(h.get("mean_difference")), dz, fmt(h.get("p")),
+                     fmt(h.get(f"p_{correction}")),
                      fmt(power.get("minimum_detectable_dz"), 2),
                      DASH if needed is None else str(needed)])
     if not rows:
@@ -147,9 +147,10 @@ def primary_markdown(comparison: dict) -> str:
         md_table(["Metric", "Test", "n", "Difference", "d_z [95% CI]", "p",
                   f"p ({correction})", "Detectable d_z", "Prompts needed"], rows,
                  "llrrrrrrr"), "",
-        f"One-sided paired Wilcoxon tests, {comparison['reference']} vs "
-        f"{comparison.get('lora_system', 'LoRA')}; a non-inferiority test asks whether the "
-        "better-oriented difference + δ is above 0. d_z is that of the tested differences. "
+        f"One-sided tests, {comparison['reference']} vs {comparison.get('lora_system', 'LoRA')}: "
+        "superiority by the paired Wilcoxon test; non-inferiority by a bootstrap test that "
+        "the mean better-oriented difference is above −δ. d_z is that of the differences "
+        "(+ δ for non-inferiority). "
         f"Detectable d_z: the smallest effect found with power "
         f"{(next((h['power']['power'] for h in primary['family'] if h.get('power')), 0.8)):.0%}"
         f" at this n; prompts needed: to find the observed d_z with that power ({DASH}: not "

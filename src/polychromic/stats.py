@@ -54,6 +54,17 @@ def compare(a: Sequence[float], b: Sequence[float], higher_is_better: bool = Tru
     }
 
 
+def mean_above_p(differences: Sequence[float], threshold: float, resamples: int = 10_000,
+                 seed: int = 0) -> float:
+    """One-sided bootstrap p-value of "the mean difference is above `threshold`": the share
+    of resampled means at or below it ((count + 1) / (resamples + 1)), the test that the
+    percentile CI of `bootstrap_ci` inverts."""
+    d = np.asarray(differences, float)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), (resamples, len(d)))].mean(axis=1)
+    return float((np.sum(means <= threshold) + 1) / (resamples + 1))
+
+
 def signed_rank_p(differences: Sequence[float]) -> float:
     """One-sided Wilcoxon signed-rank p-value of "the differences are shifted above 0"
     (1.0 when every difference is 0)."""
