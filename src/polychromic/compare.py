@@ -180,11 +180,6 @@ def correct(comparisons: list[dict]) -> None:
                 c[f"{test}_{name}"] = p
 
 
-def oriented(table: dict, metric: str, value: float | None) -> float | None:
-    """value with its sign turned so that positive means "the reference is better"."""
-    return None if value is None else value * (1 if table[metric][1] else -1)
-
-
 def primary_analysis(a: dict[str, list], b: dict[str, list], table: dict,
                      primary: PrimaryHypotheses, config: CompareConfig) -> list[dict]:
     """The primary family: each hypothesis with its one-sided p (Wilcoxon for superiority,
@@ -203,7 +198,8 @@ def primary_analysis(a: dict[str, list], b: dict[str, list], table: dict,
             entry["undefined"] = "fewer than three prompts with both values defined"
             continue
         x, y = (np.array(v, float) for v in zip(*pairs, strict=True))
-        differences = oriented(table, metric, 1.0) * (x - y)  # positive: reference better
+        sign = 1.0 if table[metric][1] else -1.0  # lower-is-better metrics turn over
+        differences = sign * (x - y)  # positive: the reference is better
         margin = primary.margin * abs(float(y.mean())) if kind == "non-inferiority" else 0.0
         shifted = differences + margin
         # The margin is on the mean, so non-inferiority tests the mean (bootstrap): a

@@ -137,6 +137,12 @@ def set_diversity(metric: str, texts: list[str], vectors: np.ndarray | None,
     return diversity
 
 
+def parameter_gradients(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """d loss / d each of params, zeros for those it does not reach."""
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+
+
 class PolychromicTrainer(Trainer):
     def __init__(self, *args, polychromic: PolychromicConfig, tokenizer, embedder=None,
                  checker=None, records: list[dict] = (), sampling: Sampling | None = None,
@@ -195,11 +201,7 @@ class PolychromicTrainer(Trainer):
         share no forward pass, so this costs what one backward of the sum costs) and the
         result is a surrogate, linear in the weights, carrying their sum."""
         params = [p for p in self.model.parameters() if p.requires_grad]
-        grads = []
-        for loss in (quality, diversity):
-            parts = torch.autograd.grad(loss, params, allow_unused=True)
-            grads.append([torch.zeros_like(p) if g is None else g for p, g in zip(
-                params, parts, strict=True)])
+        grads = [parameter_gradients(loss, params) for loss in (quality, diversity)]
         quality_grad, diversity_grad = (torch.cat([g.flatten() for g in gs]) for gs in grads)
         quality_norm = quality_grad.norm().item()
         self.logged["quality_grad_norm"].append(quality_norm)

@@ -35,6 +35,7 @@ from polychromic.domains import load_domain
 from polychromic.io import write_json
 from polychromic.modeling import PadCollator, load_model, load_tokenizer
 from polychromic.objective import AdvantageScaler
+from polychromic.polychromic_trainer import parameter_gradients
 from polychromic.training import (
     add_lora,
     encode_records,
@@ -63,9 +64,7 @@ def gradient_signal(draws: torch.Tensor) -> tuple[float, float]:
 
 
 def flat_gradient(loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return torch.cat([(torch.zeros_like(p) if g is None else g).flatten()
-                      for p, g in zip(params, grads, strict=True)])
+    return torch.cat([g.flatten() for g in parameter_gradients(loss, params)])
 
 
 def calibrate(trainer, batches: list[dict], draws: int) -> None:
@@ -79,8 +78,7 @@ def calibrate(trainer, batches: list[dict], draws: int) -> None:
         batch = batches[d % len(batches)]
         rows = min(trainer.polychromic.prompts_per_step, len(batch["input_ids"]))
         ids, mask = trainer.batch_prompts(batch, rows)
-        with torch.no_grad():
-            completions, _ = trainer.sample(trainer.model.eval(), ids, mask, n)
+        completions, _ = trainer.sample(trainer.model.eval(), ids, mask, n)  # no grad inside
         texts = trainer.decode(completions)
         flat, _ = trainer.advantages([texts[p * n:(p + 1) * n] for p in range(rows)],
                                      batch.get("record_index"))
