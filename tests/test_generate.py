@@ -109,11 +109,12 @@ def test_decode_loop_gives_the_logits_of_a_plain_forward_as_rows_leave(tiny_mode
     from polychromic.sampling import decode
 
     tokenizer, model, texts = setup(tiny_model_dir)
-    encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    encoded = tokenizer(texts, return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(model.device)
     ids, mask = encoded["input_ids"], encoded["attention_mask"]
     n, steps = 3, 9
     forced = torch.randint(100, 1000, (len(texts) * n, steps),
-                           generator=torch.Generator().manual_seed(0))
+                           generator=torch.Generator().manual_seed(0)).to(model.device)
     lengths = [2, 9, 5, 9, 1, 7]  # where each row ends (via `ended`)
     seen: dict[int, list[torch.Tensor]] = {row: [] for row in range(len(lengths))}
 
@@ -187,6 +188,6 @@ def test_reference_nll_matches_the_models_own_loss(tiny_model_dir):
         example = encode_example(tokenizer, texts[1], reference, max_length=1000)
         assert count == sum(label != -100 for label in example["labels"])
         with torch.inference_mode():
-            loss = model(input_ids=torch.tensor([example["input_ids"]]),
-                         labels=torch.tensor([example["labels"]])).loss
+            loss = model(input_ids=torch.tensor([example["input_ids"]], device=model.device),
+                         labels=torch.tensor([example["labels"]], device=model.device)).loss
         assert abs(total / count - loss.item()) < 1e-4

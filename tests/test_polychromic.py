@@ -60,6 +60,11 @@ def trainer_for(tmp_path, tokenizer, model, data, polychromic, steps=1, lr=1e-3,
                               polychromic=polychromic, tokenizer=tokenizer, embedder=embedder)
 
 
+def on_device(model, batch: dict) -> dict:
+    """The batch where the model is (the Trainer does this for the batches it makes)."""
+    return {k: v.to(model.device) for k, v in batch.items()}
+
+
 def lora_parameters(model):
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
@@ -76,7 +81,7 @@ def test_diversity_term_has_gradient_on_every_lora_parameter(untied_model_dir, t
         if "lora_B" in name:
             p.data.normal_(0, 0.05)
     trainer = trainer_for(tmp_path, tokenizer, model, data, config, embedder=embedder)
-    batch = PadCollator(tokenizer.pad_token_id)(data[:4])
+    batch = on_device(model, PadCollator(tokenizer.pad_token_id)(data[:4]))
     model.train()
     trainer.scaler.running_ms = 0.01  # an earlier update set the scale
     term, score = trainer.diversity_term(model, batch)
@@ -91,7 +96,7 @@ def test_lambda_zero_is_the_baseline_and_lambda_adds_the_term(untied_model_dir, 
                                                               embedder):
     tokenizer, model, data, config = setup(untied_model_dir, diversity_weight=0.0,
                                            diversity_metric="semantic")
-    batch = PadCollator(tokenizer.pad_token_id)(data[:4])
+    batch = on_device(model, PadCollator(tokenizer.pad_token_id)(data[:4]))
     params = lora_parameters(model)
     model.train()
     baseline = Trainer(model=model, args=arguments(tmp_path),
@@ -142,7 +147,8 @@ def test_training_changes_every_lora_weight_and_no_base_weight(untied_model_dir,
 def sampled_diversity(trainer, tokenizer, model, seed=0):
     tokenizer.padding_side = "left"
     prompts = [chat(tokenizer, p) for p in PROMPTS]
-    encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(model.device)
     trainer.generator.manual_seed(seed)
     completions, _ = trainer.sample(model.eval(), encoded["input_ids"],
                                     encoded["attention_mask"], 6)
@@ -207,11 +213,13 @@ def test_completion_logprobs_match_one_forward_over_prompt_and_completion(untied
     tokenizer, model, data, config = setup(untied_model_dir)
     tokenizer.padding_side = "left"
     texts = [f"prompt {'word ' * k}" for k in (1, 5)]
-    encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    encoded = tokenizer(texts, return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(model.device)
     ids, mask = encoded["input_ids"], encoded["attention_mask"]
     torch.manual_seed(0)
-    completions = torch.randint(0, 100, (6, 4))
-    keep = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]] * 2, dtype=torch.bool)
+    completions = torch.randint(0, 100, (6, 4)).to(model.device)
+    keep = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]] * 2, dtype=torch.bool,
+                        device=model.device)
     model.eval()
     plain_sampling = Sampling(temperature=0.7, top_k=0, top_p=1.0)
     fast = PolychromicTrainer.completion_logprobs(model, ids, mask, completions, keep,
@@ -250,7 +258,7 @@ def test_sample_logprobs_are_those_of_the_truncated_distribution_sampled_from(
         if "lora_B" in name:
             p.data.normal_(0, 0.05)
     trainer = trainer_for(tmp_path, tokenizer, model, data, config)
-    batch = PadCollator(tokenizer.pad_token_id)(data[:2])
+    batch = on_device(model, PadCollator(tokenizer.pad_token_id)(data[:2]))
     ids, mask = trainer.batch_prompts(batch, 2)
     for module in model.modules():  # heavy LoRA dropout, which the term must not see
         if hasattr(module, "lora_dropout"):
@@ -312,7 +320,7 @@ def test_set_objective_rewards_come_from_the_domain_checker(untied_model_dir, tm
         model=model, args=arguments(tmp_path), train_dataset=data,
         data_collator=PadCollator(tokenizer.pad_token_id), polychromic=config,
         tokenizer=tokenizer, checker=checker, records=records)
-    batch = PadCollator(tokenizer.pad_token_id)(data[:4])
+    batch = on_device(model, PadCollator(tokenizer.pad_token_id)(data[:4]))
     model.train()
     term, _ = trainer.diversity_term(model, batch, torch.tensor([5, 2, 7, 0]))
     (items,) = checker.calls

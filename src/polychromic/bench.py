@@ -9,6 +9,14 @@
     PYTHONPATH=src python -m polychromic.bench --base models/base \
         --data data/processed/replies --steps 8 [--trl]
 
+   With --sampling, also the generate stage's batched sampling (the domain's test-prompt
+   count x generate.n samples, its sampling settings), in generated tokens per second.
+
+   On a machine without the checkpoint (a GPU machine cut off from the hub), --random-weights
+   builds the model of `--base`'s config.json with random weights, in --dtype: the costs
+   per step are the model's, but its samples rarely end early, so sampling runs to
+   max_new_tokens, the worst case. scripts/gpu_check.sh runs it that way.
+
 3. With --sandbox (and nothing else): the code domain's sandbox, in programs per second with
    params.yaml's `code.checker` settings: MBPP's 427 reference solutions with all their
    tests, `--repeats` times, spread over the sandbox's workers.
@@ -23,6 +31,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,7 +39,9 @@ from transformers import TrainerCallback, set_seed
 
 from polychromic.config import load_section, override, read_params, run_main
 from polychromic.domains import load_domain
-from polychromic.modeling import PadCollator, load_model, load_tokenizer
+from polychromic.generate import GenerateConfig
+from polychromic.modeling import PadCollator, load_model, load_tokenizer, prompt_text
+from polychromic.sampling import sample_ids
 from polychromic.training import (
     TrainConfig,
     add_lora,
@@ -42,15 +53,40 @@ from polychromic.training import (
 )
 
 
+def synchronize() -> None:
+    """Wait for the GPU's queued work, so that a timer reads work done, not work queued."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 class StepTimer(TrainerCallback):
     def __init__(self):
         self.seconds: list[float] = []
 
     def on_step_begin(self, args, state, control, **kwargs):
+        synchronize()
         self.started = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
+        synchronize()
         self.seconds.append(time.perf_counter() - self.started)
+
+
+def model_loader(base: str, random_weights: bool, dtype: str) -> Callable:
+    """A function that returns the base model on the GPU when there is one: the checkpoint at
+    `base`, or a model of its config.json with random weights (seeded) in `dtype`."""
+    if not random_weights:
+        return lambda: load_model(base)
+
+    def build():
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        torch.manual_seed(0)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        with torch.device(device):  # initialised where it runs: seconds, not minutes, at 8B
+            return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base),
+                                                    dtype=getattr(torch, dtype))
+    return build
 
 
 def steady(seconds: list[float]) -> float:
@@ -64,9 +100,9 @@ def mean_step(seconds: list[float]) -> float:
     return statistics.mean(seconds[1:] if len(seconds) > 1 else seconds)
 
 
-def time_training(method, config, params, tokenizer, train_set, base, domain, records, steps):
+def time_training(method, config, params, tokenizer, train_set, load, domain, records, steps):
     set_seed(config.seeds[0])
-    model = add_lora(load_model(base), config.lora_settings, config.seeds[0])
+    model = add_lora(load(), config.lora_settings, config.seeds[0])
     with tempfile.TemporaryDirectory() as out:
         args = training_arguments(config, Path(out), config.seeds[0])
         args.max_steps, args.eval_strategy, args.save_strategy = steps, "no", "no"
@@ -86,17 +122,19 @@ def time_diversity_updates(trainer, model, train_set, tokenizer, repeats: int) -
     model.train()
     seconds = []
     for i in range(repeats + 1):
-        batch = collator(train_set[i * 8:(i + 1) * 8])
+        batch = {k: v.to(model.device) for k, v in collator(train_set[i * 8:(i + 1) * 8]).items()}
         index = batch.pop("record_index")
+        synchronize()
         started = time.perf_counter()
         term, _ = trainer.diversity_term(model, batch, index)
         term.backward()
+        synchronize()
         seconds.append(time.perf_counter() - started)
         model.zero_grad()
     return steady(seconds)
 
 
-def time_grpo(base, tokenizer, config, trainer, records, domain, steps):
+def time_grpo(load, tokenizer, config, trainer, records, domain, steps):
     from datasets import Dataset
     from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
@@ -127,13 +165,43 @@ def time_grpo(base, tokenizer, config, trainer, records, domain, steps):
             report_to=[], logging_steps=1000, save_strategy="no", disable_tqdm=True,
             seed=config.seeds[0], beta=0.0, bf16=False, use_cpu=not torch.cuda.is_available())
         trainer = GRPOTrainer(
-            model=load_model(base), reward_funcs=semantic_diversity_reward, args=args,
+            model=load(), reward_funcs=semantic_diversity_reward, args=args,
             train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tokenizer,
             peft_config=LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                    target_modules=lora.target_modules, task_type="CAUSAL_LM"),
             callbacks=[timer])
         trainer.train()
     return steady(timer.seconds)
+
+
+def time_sampling(model, tokenizer, domain, records, n: int, batch_prompts: int) -> dict:
+    """The generate stage's sampling: the domain's test-prompt count (from `records`) x n
+    samples, `batch_prompts` prompts per batch, after one warm-up batch."""
+    settings = domain.sampling
+    texts = [prompt_text(tokenizer, domain.messages(r), domain.assistant_prefix(r))
+             for r in records[:settings.test_prompts]]
+    tokenizer.padding_side = "left"
+    generator = torch.Generator().manual_seed(0)
+
+    def run(batch: list[str]) -> int:
+        encoded = tokenizer(batch, return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(model.device)
+        ids = sample_ids(model, encoded["input_ids"], encoded["attention_mask"], n,
+                         temperature=settings.temperature, top_k=settings.top_k,
+                         top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
+                         eos_token_id=tokenizer.eos_token_id, generator=generator)
+        return sum(len(row) for row in ids)
+
+    model.eval()
+    run(texts[:batch_prompts])
+    synchronize()
+    started, tokens = time.perf_counter(), 0
+    for start in range(0, len(texts), batch_prompts):
+        tokens += run(texts[start:start + batch_prompts])
+    synchronize()
+    seconds = time.perf_counter() - started
+    return {"prompts": len(texts), "samples": len(texts) * n, "tokens": tokens,
+            "seconds": round(seconds, 2), "tokens_per_second": round(tokens / seconds, 1)}
 
 
 def time_sandbox(params: dict, repeats: int) -> dict:
@@ -159,6 +227,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--domain", default="replies")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--trl", action="store_true", help="also time TRL's GRPOTrainer")
+    parser.add_argument("--sampling", action="store_true",
+                        help="also time the generate stage's batched sampling")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="random weights of --base's config.json (no checkpoint needed)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="--random-weights: the weights' dtype")
     parser.add_argument("--sandbox", action="store_true",
                         help="time the code domain's sandbox instead (programs per second)")
     parser.add_argument("--repeats", type=int, default=3, help="--sandbox: passes over MBPP")
@@ -179,12 +253,19 @@ def main(argv: list[str] | None = None) -> None:
     records = (read_records(train_path), read_records(Path(args.data, "val.jsonl")))
     train_set = encode_records(records[0], domain, tokenizer, config.max_length, train_path)
 
-    common = (config, params, tokenizer, train_set, args.base, domain, records, args.steps)
+    load = model_loader(args.base, args.random_weights, args.dtype)
+    common = (config, params, tokenizer, train_set, load, domain, records, args.steps)
     baseline, _, _ = time_training("baseline", *common)
     polychromic, trainer, model = time_training("polychromic", *common)
     update = time_diversity_updates(trainer, model, train_set, tokenizer, repeats=5)
-    result = {"device": "cuda" if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}",
-              "steps": args.steps,
+    device = (torch.cuda.get_device_name() if torch.cuda.is_available()
+              else f"cpu x{torch.get_num_threads()}")
+    result = {"device": device, "weights": "random" if args.random_weights else "checkpoint",
+              "dtype": str(model.dtype).removeprefix("torch."),
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "steps": args.steps, "batch_size": config.batch_size,
+              "mean_example_tokens": round(statistics.mean(
+                  len(example["input_ids"]) for example in train_set), 1),
               "baseline_seconds_per_step": round(baseline, 2),
               "polychromic_seconds_per_step": round(polychromic, 2),
               "polychromic_over_baseline": round(polychromic / baseline, 2),
@@ -192,8 +273,12 @@ def main(argv: list[str] | None = None) -> None:
               "polychromic": {k: getattr(trainer.polychromic, k) for k in (
                   "n_generations", "prompts_per_step", "generate_every", "diversity_metric")}
               | {"max_new_tokens": trainer.sampling.max_new_tokens}}
+    if args.sampling:
+        generate = load_section(GenerateConfig, params, "generate")
+        result["sampling"] = time_sampling(model, tokenizer, domain, records[1], generate.n,
+                                           generate.batch_prompts)
     if args.trl:
-        grpo = time_grpo(args.base, tokenizer, config, trainer, records[0], domain,
+        grpo = time_grpo(load, tokenizer, config, trainer, records[0], domain,
                          min(args.steps, 6))
         result["trl_grpo_seconds_per_step"] = round(grpo, 2)
         result["diversity_update_over_grpo_step"] = round(update / grpo, 2)

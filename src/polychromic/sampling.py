@@ -143,7 +143,8 @@ def draw(probs: torch.Tensor, ids: torch.Tensor | None,
          generator: torch.Generator) -> torch.Tensor:
     """One token per row from the candidates' probabilities (inverse CDF, one uniform)."""
     cdf = probs.cumsum(-1)
-    uniform = torch.rand(probs.shape[0], 1, generator=generator, dtype=cdf.dtype)
+    # drawn by the CPU generator and then moved: the same draws on every device
+    uniform = torch.rand(probs.shape[0], 1, generator=generator, dtype=cdf.dtype).to(cdf.device)
     index = torch.searchsorted(cdf, uniform * cdf[:, -1:]).clamp(max=probs.shape[-1] - 1)
     return index.squeeze(-1) if ids is None else ids.gather(-1, index).squeeze(-1)
 
@@ -205,7 +206,8 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int,
         if step == max_new_tokens - 1 or not any(live):
             break
         if live.count(False) * 8 >= len(rows):  # ended rows leave (the cache is copied then)
-            keep = torch.tensor([i for i, alive in enumerate(live) if alive])
+            keep = torch.tensor([i for i, alive in enumerate(live) if alive],
+                                device=logits.device)
             cache.batch_select_indices(keep)
             rows, live = [rows[i] for i in keep.tolist()], [True] * len(keep)
             tokens, mask = tokens[keep], mask[keep]
