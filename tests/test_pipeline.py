@@ -199,7 +199,8 @@ def check_domain_outputs(repo, domain, systems):
     assert (repo / f"metrics/report/{domain}/examples.md").is_file()
     assert (repo / f"plots/report/{domain}/passk.png").stat().st_size > 0
     header = (repo / f"plots/report/{domain}/passk.csv").read_text().splitlines()[0]
-    assert header.split(",") == ["k", *systems]
+    assert header.split(",") == ["k", *systems] + [f"{s}_{end}" for s in systems
+                                                   for end in ("low", "high")]
     curves = repo / f"plots/{domain}/train"
     for name in ("train/loss", "eval/loss"):
         assert (curves / f"baseline/seed42/plots/metrics/{name}.tsv").is_file()

@@ -134,14 +134,19 @@ def scores(*rows):
 
 def test_passk_curves_are_means_of_the_unbiased_estimator():
     # one system, one seed: n = 4 samples; passed 1, 0, 4
-    ks, curves = report.passk_curves({"a": [scores((4, 1), (4, 0), (4, 4))]})
+    ks, curves, bands = report.passk_curves({"a": [scores((4, 1), (4, 0), (4, 4))]})
     assert ks == [1, 2, 3, 4]
     assert pass_at_k(4, 1, 2) == pytest.approx(0.5)  # 1 - C(3,2)/C(4,2) = 1 - 3/6
     assert curves["a"][1] == pytest.approx((0.5 + 0 + 1) / 3)
     assert curves["a"][0] == pytest.approx((0.25 + 0 + 1) / 3)
     assert curves["a"][3] == pytest.approx(2 / 3)  # k = n: the share of prompts with a pass
     # two seeds: averaged within each prompt, then over prompts
-    _, curves = report.passk_curves({"a": [scores((4, 1), (4, 0)), scores((4, 3))]})
+    # the 95% band at k = n: the bootstrap over the 3 prompts' 0/1 values, whose resampled
+    # mean takes the values j/3; its 2.5% and 97.5% quantiles are 0 and 1 (P(all 0) = 1/27)
+    low, high = bands["a"]
+    assert low[3] == pytest.approx(0.0) and high[3] == pytest.approx(1.0)
+    assert all(lo <= mean <= hi for lo, mean, hi in zip(low, curves["a"], high, strict=True))
+    _, curves, _ = report.passk_curves({"a": [scores((4, 1), (4, 0)), scores((4, 3))]})
     assert curves["a"][0] == pytest.approx(((0.25 + 0.75) / 2 + 0) / 2)  # not 1 / 3
 
 
@@ -218,7 +223,8 @@ def test_report_writes_tables_examples_figure_and_plot_data(project):
     assert sorted(p.name for p in tables.iterdir()) == ["examples.md", "table1.md", "table1.tex"]
     assert (figures / "passk.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = (figures / "passk.csv").read_text().splitlines()
-    assert lines[0] == "k,baseline,polychromic" and len(lines) == 5
+    assert lines[0] == ("k,baseline,polychromic,baseline_low,baseline_high,polychromic_low,"
+                        "polychromic_high") and len(lines) == 5
     # polychromic at k = 4 (= n): prompts t0, t1 pass under both seeds, t2 never: 2/3
     assert float(lines[4].split(",")[2]) == pytest.approx(2 / 3)
     assert float(lines[1].split(",")[2]) == pytest.approx(((0.25 + 0.5) / 2 + 1 + 0) / 3)
@@ -336,3 +342,33 @@ def test_ablations_cli_on_a_saved_exp_show(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="bad.json"):
         ablations.main(["--out", "out2", "--domain", "replies", "--exp-show", "bad.json"])
     assert not (tmp_path / "out2").exists()
+
+
+def test_figure2_points_per_experiment_with_the_reference_systems(tmp_path):
+    rows = ablations.exp_rows(exp_show(), "replies")
+
+    def system(diversity, quality):
+        return {"semantic": {"mean": diversity, "ci95": [diversity - 0.02, diversity + 0.03]},
+                "pass@1": {"mean": quality, "ci95": [quality - 0.05, quality + 0.04]},
+                "rouge_l": {"mean": 0.1, "ci95": [0.0, 0.2]}}
+
+    head = {"primary": {"hypotheses": {"diversity": "semantic"}}, "systems": {
+        "polychromic": system(0.84, 0.17), "baseline": system(0.80, 0.20),
+        "zero_shot": system(0.67, 0.10), "few_shot": {"semantic": {"mean": 0.7}}}}
+    swept = {"systems": {"polychromic": system(0.90, 0.12)}}
+    comparisons = {rows[0]["rev"]: head, rows[5]["rev"]: swept}
+    ablations.add_comparisons(rows, comparisons.get)
+    points = ablations.figure2_points(rows)
+    # polychromic of each row that has a comparison (main at λ 0.3, muggy-alto at λ 0.1), then
+    # LoRA and zero-shot from the first such row; few-shot lacks pass@1 and is left out
+    assert [(p["label"], p["system"], p["lambda"]) for p in points] == [
+        ("main", "polychromic", 0.3), ("muggy-alto", "polychromic", 0.1),
+        ("baseline (main)", "baseline", None), ("zero_shot (main)", "zero_shot", None)]
+    assert points[1]["diversity"] == 0.90 and points[1]["diversity_low"] == pytest.approx(0.88)
+    assert points[2]["pass@1_high"] == pytest.approx(0.24)
+    lines = ablations.figure2_csv(points).splitlines()
+    assert lines[0] == ("label,system,lambda,seeds,metric,pass@1,pass@1_low,pass@1_high,"
+                        "diversity,diversity_low,diversity_high")
+    assert lines[2].startswith("muggy-alto,polychromic,0.1,1,semantic,0.120000,0.070000,")
+    assert lines[3].startswith("baseline (main),baseline,,1,")
+    assert ablations.figure2_png(points, "replies")[:8] == b"\x89PNG\r\n\x1a\n"

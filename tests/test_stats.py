@@ -49,3 +49,12 @@ def test_bootstrap_ci_is_seeded_and_covers_a_constant_shift():
 def test_compare_rejects_unpaired_input():
     with pytest.raises(ValueError):
         stats.compare([1.0, 2.0], [1.0])
+
+
+def test_column_mean_cis_are_each_columns_bootstrap_ci():
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(25, 3))
+    lows, highs = stats.column_mean_cis(values, resamples=2000, seed=5)
+    for j in range(3):  # the same draws as the paired bootstrap of that column against zero
+        assert (lows[j], highs[j]) == pytest.approx(
+            stats.bootstrap_ci(values[:, j], np.zeros(25), resamples=2000, seed=5))

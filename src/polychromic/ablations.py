@@ -8,6 +8,10 @@ then the polychromic system's headline metrics for one domain, the mean over the
 metrics/<domain>/polychromic/seed<S>.json (or the older metrics/<domain>/polychromic.json),
 and from metrics/<domain>/comparison.json, where a revision has one, polychromic minus
 baseline in semantic diversity with its corrected Wilcoxon p.
+
+Figure 2, the dose-response: each experiment's polychromic system in the domain's primary
+diversity metric against pass@1, with the 95% CIs of comparison.json, and LoRA and the
+prompting systems as reference points (figure2.png, and figure2.csv for `dvc plots`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from polychromic.io import atomic_path, write_json
 from polychromic.tables import DASH, fmt, md_escape, md_table, tex_escape, tex_tabular
 
 ALWAYS = ("diversity_weight", "n_generations")
+QUALITY = "pass@1"  # Figure 2's quality axis: every domain's single-sample check
+REFERENCE_SYSTEMS = ("baseline", "zero_shot", "few_shot")
 SHORT = {"diversity_weight": "λ", "n_generations": "N"}
 HEADLINE = [("diversity", "self_bleu", "Self-BLEU ↓"), ("diversity", "distinct_2", "Distinct-2"),
             ("diversity", "semantic", "Semantic div."), ("quality", "rouge_l", "ROUGE-L"),
@@ -114,9 +120,17 @@ def exp_rows(exp_show: Any, domain: str) -> list[dict]:
 
 
 def add_comparisons(rows: list[dict], read: Callable[[str], dict | None]) -> None:
-    """Polychromic minus baseline in semantic diversity, and its corrected Wilcoxon p."""
+    """Polychromic minus baseline in semantic diversity and its corrected Wilcoxon p; and,
+    for Figure 2, each system's mean and 95% CI in the domain's primary diversity metric
+    (semantic where comparison.json declares none) and in pass@1."""
     for row in rows:
         comparison = read(row["rev"]) or {}
+        hypotheses = (comparison.get("primary") or {}).get("hypotheses") or {}
+        row["diversity_metric"] = hypotheses.get("diversity", "semantic")
+        row["systems"] = {
+            system: {m: {k: values[m].get(k) for k in ("mean", "ci95")}
+                     for m in (row["diversity_metric"], QUALITY) if m in values}
+            for system, values in (comparison.get("systems") or {}).items()}
         correction = comparison.get("correction")
         key = "wilcoxon_p" + ("" if correction in (None, "none") else f"_{correction}")
         for c in comparison.get("comparisons") or []:
@@ -124,6 +138,77 @@ def add_comparisons(rows: list[dict], read: Callable[[str], dict | None]) -> Non
                                                              "baseline"):
                 row["metrics"]["semantic_vs_baseline"] = c.get("mean_difference")
                 row["metrics"]["semantic_vs_baseline_p"] = c.get(key)
+
+
+def figure2_points(rows: list[dict]) -> list[dict]:
+    """Figure 2's points: polychromic in each experiment (its λ and seeds), then LoRA and the
+    prompting systems as reference points, from the first row that has them (HEAD's, unless
+    the workspace differs). A system without both metrics and their CIs is left out."""
+    def point(row: dict, system: str, label: str) -> dict | None:
+        values = row["systems"].get(system) or {}
+        diversity, quality = values.get(row["diversity_metric"]), values.get(QUALITY)
+        if not all(v and v.get("mean") is not None and v.get("ci95") for v in (diversity,
+                                                                                   quality)):
+            return None
+        return {"label": label, "system": system,
+                "lambda": row["params"].get("polychromic.diversity_weight")
+                if system == "polychromic" else None,
+                "seeds": row["seeds"], "metric": row["diversity_metric"],
+                QUALITY: quality["mean"], f"{QUALITY}_low": quality["ci95"][0],
+                f"{QUALITY}_high": quality["ci95"][1], "diversity": diversity["mean"],
+                "diversity_low": diversity["ci95"][0], "diversity_high": diversity["ci95"][1]}
+
+    points = [point(row, "polychromic", row["name"]) for row in rows]
+    reference = next((row for row in rows if row.get("systems")), None)
+    if reference is not None:
+        points += [point(reference, system, f"{system} ({reference['name']})")
+                   for system in REFERENCE_SYSTEMS]
+    return [p for p in points if p is not None]
+
+
+def figure2_csv(points: list[dict]) -> str:
+    fields = ["label", "system", "lambda", "seeds", "metric", QUALITY, f"{QUALITY}_low",
+              f"{QUALITY}_high", "diversity", "diversity_low", "diversity_high"]
+    def cell(value) -> str:
+        text = "" if value is None else f"{value:.6f}" if isinstance(value, float) else str(value)
+        return f'"{text}"' if "," in text or '"' in text else text
+    rows = [dict(zip(fields, fields, strict=True))] + [
+        p | {"lambda": None if p["lambda"] is None else str(p["lambda"])} for p in points]
+    return "".join(",".join(cell(row[f]) for f in fields) + "\n" for row in rows)
+
+
+def figure2_png(points: list[dict], domain: str) -> bytes:
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")  # no display on a pipeline machine
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=150)
+    lambdas = sorted({p["lambda"] for p in points if p["system"] == "polychromic"})
+    colours = plt.get_cmap("viridis")
+    for p in points:
+        polychromic = p["system"] == "polychromic"
+        shade = (colours(lambdas.index(p["lambda"]) / max(1, len(lambdas) - 1))
+                 if polychromic else "black")
+        ax.errorbar(p[QUALITY], p["diversity"],
+                    xerr=[[p[QUALITY] - p[f"{QUALITY}_low"]], [p[f"{QUALITY}_high"] - p[QUALITY]]],
+                    yerr=[[p["diversity"] - p["diversity_low"]],
+                          [p["diversity_high"] - p["diversity"]]],
+                    fmt="o" if polychromic else "s", color=shade, ecolor=shade, elinewidth=0.8,
+                    capsize=2, markersize=5 if polychromic else 6)
+        text = (f"λ={p['lambda']} ({p['seeds']} seed{'s' * (p['seeds'] != 1)})" if polychromic
+                else p["system"].replace("baseline", "LoRA"))
+        ax.annotate(text, (p[QUALITY], p["diversity"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=7)
+    metric = points[0]["metric"] if points else "diversity"
+    ax.set(xlabel=f"{QUALITY} (single-sample quality)", ylabel=f"{metric} diversity",
+           title=f"Figure 2: diversity vs quality, {domain} (bars: 95% CIs over prompts)")
+    ax.grid(alpha=0.3)
+    fig.savefig(buffer := io.BytesIO(), format="png", bbox_inches="tight",
+                metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 def usual(rows: list[dict], key: str) -> str | None:
@@ -220,6 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path, help="folder for table2.md/.tex/.json")
+    parser.add_argument("--figures", type=Path,
+                        help="folder for figure2.png/.csv (default: plots/ablations/<domain>)")
     parser.add_argument("--domain", help="default: the first of params.yaml 'domains'")
     parser.add_argument("--all-commits", action="store_true",
                         help="also experiments based on older commits (dvc exp show -A)")
@@ -238,13 +325,21 @@ def main(argv: list[str] | None = None) -> None:
         exp_show = run_exp_show(args.all_commits)
     rows = exp_rows(exp_show, domain)
     add_comparisons(rows, read_comparison(domain))
-    tables = {"table2.md": table2(rows, domain, tex=False), "table2.tex": table2(rows, domain,
-                                                                                  tex=True)}
-    for name, text in tables.items():
-        with atomic_path(args.out / name) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+    figures = args.figures or Path("plots/ablations") / domain
+    outputs: dict[Path, str | bytes] = {
+        args.out / "table2.md": table2(rows, domain, tex=False),
+        args.out / "table2.tex": table2(rows, domain, tex=True)}
+    points = figure2_points(rows)
+    if points:
+        outputs[figures / "figure2.csv"] = figure2_csv(points)
+        outputs[figures / "figure2.png"] = figure2_png(points, domain)
+    for path, content in outputs.items():
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(content if isinstance(content, bytes) else content.encode())
     write_json(args.out / "table2.json", rows)
-    print(f"Table 2: {len(rows)} rows ({domain}) -> {args.out}")
+    print(f"Table 2: {len(rows)} rows ({domain}) -> {args.out}; " + (
+        f"Figure 2: {len(points)} points -> {figures}" if points else
+        "Figure 2: no comparison.json with the diversity metric and pass@1, not drawn"))
 
 
 if __name__ == "__main__":

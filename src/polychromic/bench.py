@@ -39,7 +39,6 @@ from transformers import TrainerCallback, set_seed
 
 from polychromic.config import load_section, override, read_params, run_main
 from polychromic.domains import load_domain
-from polychromic.generate import GenerateConfig
 from polychromic.modeling import PadCollator, load_model, load_tokenizer, prompt_text
 from polychromic.sampling import sample_ids
 from polychromic.training import (
@@ -274,9 +273,11 @@ def main(argv: list[str] | None = None) -> None:
                   "n_generations", "prompts_per_step", "generate_every", "diversity_metric")}
               | {"max_new_tokens": trainer.sampling.max_new_tokens}}
     if args.sampling:
-        generate = load_section(GenerateConfig, params, "generate")
-        result["sampling"] = time_sampling(model, tokenizer, domain, records[1], generate.n,
-                                           generate.batch_prompts)
+        generate = params.get("generate") or {}  # the generate stage's section (a stage
+        # module is not imported here), with its defaults
+        result["sampling"] = time_sampling(model, tokenizer, domain, records[1],
+                                           int(generate.get("n", 10)),
+                                           int(generate.get("batch_prompts", 20)))
     if args.trl:
         grpo = time_grpo(load, tokenizer, config, trainer, records[0], domain,
                          min(args.steps, 6))

@@ -29,6 +29,7 @@ from polychromic.config import (
 )
 from polychromic.io import atomic_path, read_jsonl
 from polychromic.metrics import pass_at_k
+from polychromic.stats import column_mean_cis
 from polychromic.tables import DASH, fmt, md_escape, md_table, tex_escape, tex_tabular
 
 SCORE_FIELDS = {"id": str, "n": int, "passed": int}
@@ -210,10 +211,12 @@ def read_runs(root: Path, systems: list[str], seeds: list[int], fields: dict) ->
     return runs
 
 
-def passk_curves(scores: dict[str, list[list[dict]]]) -> tuple[list[int], dict[str, list]]:
-    """Mean over prompts of the seed-averaged unbiased pass@k, for k = 1..n (the smallest n)."""
+def passk_curves(scores: dict[str, list[list[dict]]]
+                 ) -> tuple[list[int], dict[str, list], dict[str, tuple[list, list]]]:
+    """Mean over prompts of the seed-averaged unbiased pass@k, for k = 1..n (the smallest n),
+    and its 95% band: the percentile bootstrap over prompts (as Table 1's CIs)."""
     ks = list(range(1, 1 + min(r["n"] for runs in scores.values() for rs in runs for r in rs)))
-    curves = {}
+    curves, bands = {}, {}
     for system, runs in scores.items():
         per_prompt: dict[str, list[list[float]]] = {}
         for r in (r for records in runs for r in records):
@@ -222,18 +225,23 @@ def passk_curves(scores: dict[str, list[list[dict]]]) -> tuple[list[int], dict[s
         means = [[sum(v) / len(v) for v in zip(*seeds, strict=True)]
                  for seeds in per_prompt.values()]
         curves[system] = [sum(v) / len(v) for v in zip(*means, strict=True)]
-    return ks, curves
+        low, high = column_mean_cis(means)
+        bands[system] = (low.tolist(), high.tolist())
+    return ks, curves, bands
 
 
-def passk_png(ks: list[int], curves: dict[str, list[float]], title: str) -> bytes:
+def passk_png(ks: list[int], curves: dict[str, list[float]],
+              bands: dict[str, tuple[list, list]], title: str) -> bytes:
     import matplotlib
     matplotlib.use("Agg")  # no display on a pipeline machine
     from matplotlib import pyplot as plt
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=150)
     for system, values in curves.items():
-        ax.plot(ks, values, marker="o", markersize=3, label=system)
-    ax.set(xlabel=f"k (samples drawn out of n = {ks[-1]})", ylabel="pass@k (mean over prompts)",
-           title=title, ylim=(0, 1.02), xticks=ks)
+        (line,) = ax.plot(ks, values, marker="o", markersize=3, label=system)
+        ax.fill_between(ks, *bands[system], color=line.get_color(), alpha=0.12, linewidth=0)
+    ax.set(xlabel=f"k (samples drawn out of n = {ks[-1]})",
+           ylabel="pass@k (mean over prompts; band: 95% CI)", title=title, ylim=(0, 1.02),
+           xticks=ks)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.savefig(buffer := io.BytesIO(), format="png", bbox_inches="tight",
@@ -309,18 +317,21 @@ def main(argv: list[str] | None = None) -> None:
     comparison = read_comparison(args.comparison, args.domain, systems, seeds)
     scores = read_runs(args.scores, systems, seeds, SCORE_FIELDS)
     generations = read_runs(args.generations, systems, seeds[:1], GENERATION_FIELDS)
-    ks, curves = passk_curves(scores)
+    ks, curves, bands = passk_curves(scores)
     title = (f"pass@k, {args.domain} ({comparison.get('n_prompts', '?')} prompts, "
              f"{len(seeds)} seed(s))")
-    csv = [["k", *curves]] + [[str(k), *(f"{c[i]:.6f}" for c in curves.values())]
-                              for i, k in enumerate(ks)]
+    # the systems' columns first (the DVC plot's y), then each one's 95% band
+    csv = [["k", *curves, *(f"{s}_{end}" for s in curves for end in ("low", "high"))]] + [
+        [str(k), *(f"{c[i]:.6f}" for c in curves.values()),
+         *(f"{band[end][i]:.6f}" for band in bands.values() for end in (0, 1))]
+        for i, k in enumerate(ks)]
     outputs = {args.tables / "table1.md": table1_text(comparison, systems, tex=False) + "\n"
                + primary_markdown(comparison) + "\n" + verdict_markdown(comparison),
                args.tables / "table1.tex": table1_text(comparison, systems, tex=True),
                args.tables / "examples.md": examples_markdown(
                    {s: g[0] for s, g in generations.items()}, config, args.domain),
                args.figures / "passk.csv": "".join(",".join(row) + "\n" for row in csv),
-               args.figures / "passk.png": passk_png(ks, curves, title)}
+               args.figures / "passk.png": passk_png(ks, curves, bands, title)}
     for path, content in outputs.items():
         with atomic_path(path) as tmp:
             tmp.write_bytes(content if isinstance(content, bytes) else content.encode())

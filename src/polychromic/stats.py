@@ -32,6 +32,17 @@ def bootstrap_ci(a: Sequence[float], b: Sequence[float], resamples: int = 10_000
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
+def column_mean_cis(values, resamples: int = 10_000, level: float = 0.95,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap CIs of each column's mean of `values` (rows: prompts, resampled
+    together for every column, with `bootstrap_ci`'s draws): (lows, highs)."""
+    values = np.asarray(values, float)
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
+    tail = (1 - level) / 2
+    return np.quantile(means, tail, axis=0), np.quantile(means, 1 - tail, axis=0)
+
+
 def compare(a: Sequence[float], b: Sequence[float], higher_is_better: bool = True,
             resamples: int = 10_000, seed: int = 0) -> dict:
     """Tests of "a is better than b" on paired per-prompt values."""
