@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,31 @@ def untied_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
     """Untied output layer: LoRA on lm_head lets this tiny model's output distribution move
     far (with tied 32-wide embeddings no LoRA can make one token likely)."""
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama-untied"), tokenizer_dir, False)
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    """An S3-compatible server (moto) on 127.0.0.1 with the bucket of .dvc/config's remote,
+    and test credentials in the environment; stopped after the test."""
+    import logging
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+    bucket = re.search(r"url = s3://([^/\s]+)", (REPO / ".dvc" / "config").read_text())[1]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+        yield endpoint
+    finally:
+        server.stop()

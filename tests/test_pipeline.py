@@ -86,6 +86,39 @@ def tiny_repository(tmp_path, model_dir, domain):
     return repo, sh(repo, "git", "rev-parse", "HEAD").strip()
 
 
+def use_endpoint(repo, endpoint):
+    """Point the committed remote at the test's server, as a user does (not committed)."""
+    sh(repo, "dvc", "remote", "modify", "--local", "storage", "endpointurl", endpoint)
+
+
+def outputs(repo) -> dict[str, bytes]:
+    """Every file of the pipeline's outputs (DVC-cached and git-tracked), by path."""
+    files = {}
+    for top in ("models", "data/processed", "data/generations", "data/scores", "metrics",
+                "plots"):
+        for path in sorted((repo / top).rglob("*")):
+            if path.is_file() and not any(p.endswith(".checkpoints") for p in path.parts):
+                files[str(path.relative_to(repo))] = path.read_bytes()
+    return files
+
+
+def check_push_and_pull(tmp_path, repo, endpoint):
+    """`dvc push` to the S3 server; a fresh clone's `dvc pull` brings every output back byte
+    for byte, and the clone has nothing to rerun."""
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "results")
+    use_endpoint(repo, endpoint)
+    sh(repo, "dvc", "push")
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    use_endpoint(clone, endpoint)
+    sh(clone, "dvc", "pull")
+    assert "up to date" in sh(clone, "dvc", "status")
+    assert "Running stage" not in sh(clone, "dvc", "repro")
+    assert outputs(clone) == outputs(repo)
+    assert any(path.endswith("adapter_model.safetensors") for path in outputs(clone))
+
+
 def check_mlflow_runs(repo, head):
     runs = mlflow_runs(repo)
     assert sorted((stage, system) for stage, system, *_ in runs) == sorted(
@@ -103,7 +136,7 @@ def check_mlflow_runs(repo, head):
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_dvc_repro_replies_and_a_new_seed(tmp_path, tiny_model_dir):
+def test_dvc_repro_replies_push_pull_and_a_new_seed(tmp_path, tiny_model_dir, s3_endpoint):
     repo, head = tiny_repository(tmp_path, tiny_model_dir, "replies")
     sh(repo, "dvc", "repro")
 
@@ -116,6 +149,7 @@ def test_dvc_repro_replies_and_a_new_seed(tmp_path, tiny_model_dir):
     shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json"))
     assert shown, "dvc metrics show found nothing"
     check_mlflow_runs(repo, head)
+    check_push_and_pull(tmp_path, repo, s3_endpoint)
 
     # A second seed adds its own train/generate/evaluate runs and leaves seed 42 cached.
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -132,7 +166,8 @@ def test_dvc_repro_replies_and_a_new_seed(tmp_path, tiny_model_dir):
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_dvc_repro_code_and_an_experiment(tmp_path, tiny_model_dir):
+def test_dvc_repro_code_and_an_experiment_pushed_and_pulled(tmp_path, tiny_model_dir,
+                                                            s3_endpoint):
     repo, head = tiny_repository(tmp_path, tiny_model_dir, "code")
     sh(repo, "dvc", "repro")
 
@@ -163,6 +198,26 @@ def test_dvc_repro_code_and_an_experiment(tmp_path, tiny_model_dir):
     # evaluate reruns only if the new adapter's samples differ (on this tiny model they may not)
     assert ("train", "polychromic") in temp_runs
     assert {system for _, system in temp_runs} == {"polychromic"}
+
+    # The experiment travels: `dvc exp push` (its git ref to a git remote, its outputs to the
+    # S3 server), `dvc exp pull` into a fresh clone, where applying it needs no rerun
+    origin = tmp_path / "origin.git"
+    sh(tmp_path, "git", "init", "-q", "--bare", str(origin))
+    sh(repo, "git", "remote", "add", "origin", str(origin))
+    sh(repo, "git", "push", "-q", "origin", "HEAD")
+    use_endpoint(repo, s3_endpoint)
+    sh(repo, "dvc", "exp", "push", "origin", "lambda-probe")
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(origin), str(clone))
+    use_endpoint(clone, s3_endpoint)
+    sh(clone, "dvc", "exp", "pull", "origin", "lambda-probe")
+    for where in (clone, repo):
+        sh(where, "dvc", "exp", "apply", "lambda-probe")
+    assert "up to date" in sh(clone, "dvc", "status")
+    assert outputs(clone) == outputs(repo)
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
+    assert lock["train@code-polychromic-42"]["params"]["params.yaml"][
+        "polychromic"]["diversity_weight"] == 0.5
 
 
 def check_system_metrics(repo, domain, systems):
