@@ -170,6 +170,22 @@ class PolychromicTrainer(Trainer):
         self.last_train_loss: float | None = None
         self.last_eval_loss: float | None = None
 
+    # -- resuming (checkpoints.py) ----------------------------------------------------
+    def method_state(self) -> dict:
+        """What a checkpoint needs beyond the Trainer's own state for a resumed run to draw
+        the same samples and scale them alike."""
+        return {"generator": self.generator.get_state(), "running_ms": self.scaler.running_ms,
+                "logged": dict(self.logged), "flags": dict(self.flags),
+                "last_train_loss": self.last_train_loss, "last_eval_loss": self.last_eval_loss}
+
+    def load_method_state(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.scaler.running_ms = state["running_ms"]
+        self.logged = defaultdict(list, state["logged"])
+        self.flags = dict(state["flags"])
+        self.last_train_loss, self.last_eval_loss = (state["last_train_loss"],
+                                                     state["last_eval_loss"])
+
     # -- the objective -------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)

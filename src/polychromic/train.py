@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from polychromic import checkpoints as resume
 from polychromic import tracking
 from polychromic.config import help_text, read_params, run_main
 from polychromic.domains import load_domain
@@ -70,18 +71,28 @@ def main(argv: list[str] | None = None) -> None:
         options = polychromic_options(params, tokenizer, domain, train, val)
         logged["polychromic"] = asdict(options["polychromic"])
     model = add_lora(load_model(args.base), config.lora_settings, args.seed)
+    out = Path(args.out)
+    for leftover in out.parent.glob(f".{out.name}.*"):  # io.atomic_path's, after a kill
+        shutil.rmtree(leftover, ignore_errors=True)
     checkpoints = Path(args.checkpoints or f"{args.out}.checkpoints")
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    start_from = resume.resumable(checkpoints, run_fingerprint(
+        args, params, logged, [train_path, val_path]))
     keep = ("record_index",) if args.method == "polychromic" else ()
 
     with tracking.mlflow_run("train", args.domain, args.method, logged, seed=args.seed):
         curves = TrainingCurves(args.plots)
+        keeper = resume.CheckpointKeeper(checkpoints)
         arguments = training_arguments(config, checkpoints, args.seed)
         trainer = make_trainer(args.method, model, arguments, train_set, eval_set,
                                PadCollator(tokenizer.pad_token_id, keep),
-                               callbacks_for(config, curves), **options)
+                               [*callbacks_for(config, curves), keeper], **options)
+        keeper.trainer = trainer
+        if start_from is not None:
+            resume.load_method_state(trainer, start_from)
+            print(f"{args.domain}/{args.method}: resuming from {start_from} "
+                  f"(step {resume.step_of(start_from)})")
         started = time.perf_counter()
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=start_from and str(start_from))
         seconds = time.perf_counter() - started
         # Val loss of the adapter that is saved (the best one when early stopping is on);
         # its own prefix keeps it out of the eval/loss curve and away from early stopping.
@@ -92,23 +103,36 @@ def main(argv: list[str] | None = None) -> None:
         if options.get("checker") is not None:
             options["checker"].close()
         flags = getattr(trainer, "flags", {})
-        summary = {"train_loss": result.training_loss, "eval_loss": final["final_loss"],
-                   "steps": trainer.state.global_step, "train_seconds": round(seconds, 1),
-                   "best_checkpoint": trainer.state.best_model_checkpoint,
+        # What identifies the adapter, and nothing that differs between identical runs (wall
+        # time; a resumed run's loss over its own steps): those go to MLflow and stdout.
+        best = trainer.state.best_model_checkpoint
+        summary = {"eval_loss": final["final_loss"], "steps": trainer.state.global_step,
+                   "best_step": best and resume.step_of(Path(best)),
                    "train_examples": len(train_set), "eval_examples": len(eval_set),
                    "epochs": round(trainer.state.epoch or 0.0, 2), "flags": flags}
         tracking.log_metrics({"final/eval_loss": final["final_loss"],
                               "final/train_loss": result.training_loss,
                               "final/train_seconds": seconds,
                               **{f"flags.{k}": float(v) for k, v in flags.items()}})
-        curves.finish({"final": {"eval_loss": final["final_loss"],
-                                 "train_seconds": round(seconds, 1)},
+        curves.finish({"final": {"eval_loss": final["final_loss"]},
                        "flags": {k: int(v) for k, v in flags.items()}})
         with atomic_path(args.out) as tmp:
             trainer.model.save_pretrained(tmp)
             (tmp / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(checkpoints, ignore_errors=True)
-    print(f"{args.domain}/{args.method}: {json.dumps(summary)}")
+    print(f"{args.domain}/{args.method}: {json.dumps(summary)}; {seconds:.1f} s"
+          + (f" from step {resume.step_of(start_from)}" if start_from else ""))
+
+
+def run_fingerprint(args, params: dict, logged: dict, data: list[Path]) -> str:
+    """What decides a train run, for checkpoints.resumable: its settings, the domain's
+    params, the data, the base model's files (by size and time) and this package's code."""
+    source = Path(__file__).resolve().parent
+    settings = {"domain": args.domain, "method": args.method, "seed": args.seed,
+                "base": str(Path(args.base).resolve()), "logged": logged,
+                "domain_params": params.get(args.domain), "base_model": params.get("base_model")}
+    return resume.fingerprint(settings, [*data, *sorted(source.rglob("*.py"))],
+                              sorted(p for p in Path(args.base).iterdir() if p.is_file()))
 
 
 if __name__ == "__main__":

@@ -150,7 +150,7 @@ def training_arguments(config: TrainConfig, output_dir: Path, seed: int):
         eval_steps=config.eval_every,
         save_strategy="steps",
         save_steps=config.checkpoint_every,
-        save_total_limit=2,
+        save_total_limit=None,  # checkpoints.CheckpointKeeper keeps the newest and the best
         load_best_model_at_end=stopping,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
@@ -225,14 +225,22 @@ class TrainingCurves(TrainerCallback):
 
             self.live = Live(dir=plots_dir, dvcyaml=None, save_dvc_exp=False, report=None)
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        """A resumed run: the curves up to its checkpoint, from the Trainer's log history (what
+        the killed run logged after it is gone with it)."""
+        for logs in state.log_history:
+            self.record(logs, logs["step"])
+
     def on_log(self, args, state, control, logs=None, **kwargs):
-        values = {name: float(logs[key]) for key, name in self.NAMES.items()
-                  if key in (logs or {})}
+        self.record(logs or {}, state.global_step)
+
+    def record(self, logs: dict, step: int) -> None:
+        values = {name: float(logs[key]) for key, name in self.NAMES.items() if key in logs}
         if not values:
             return
-        tracking.log_metrics(values, step=state.global_step)
+        tracking.log_metrics(values, step=step)
         if self.live is not None:
-            self.live.step = state.global_step
+            self.live.step = step
             for name, value in values.items():
                 self.live.log_metric(name, value)
 
