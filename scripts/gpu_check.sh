@@ -3,8 +3,10 @@
 # first (on a machine with PyPI and the pipeline's data), and .gpu/ travels with the
 # repository. From the repository root; results in $OUT (default .gpu/out):
 #   tests.log        the tests that run a model, on the GPU (tiny random models)
-#   smollm2.json     bench: SmolLM2-135M's shape, fp32, the default training settings
+#   smollm2-*.json   bench: SmolLM2-135M's shape, the default training settings, in fp32
+#                    and in runtime.precision auto (bf16 mixed precision on such a GPU)
 #   qwen3-8b.json    bench: Qwen3-8B's shape, bf16, the original design's LoRA settings
+#                    (CHECKPOINTING=true: with gradient checkpointing)
 # Both benches use random weights (the checkpoints cannot be fetched there): per-step costs
 # are the models', and samples run to max_new_tokens (random text seldom ends early).
 set -u
@@ -28,12 +30,16 @@ PY
 
 POLYCHROMIC_TEST_TOKENIZER=$PWD/.gpu/smollm2 timeout 150 python3 -m pytest -q -n 8 \
     -p no:cacheprovider tests/test_objective.py tests/test_polychromic.py \
-    tests/test_generate.py tests/test_signal.py tests/test_train.py > "$out/tests.log" 2>&1
+    tests/test_generate.py tests/test_signal.py tests/test_train.py tests/test_runtime.py \
+    > "$out/tests.log" 2>&1
 echo "tests exit $?" >> "$out/gpu.txt"
 
-timeout 110 python3 -m polychromic.bench --base .gpu/smollm2 --data .gpu/data/replies \
-    --random-weights --sampling --steps 8 > "$out/smollm2.json" 2> "$out/bench.log"
-echo "smollm2 bench exit $?" >> "$out/gpu.txt"
+for precision in fp32 auto; do  # auto: bf16 mixed precision on a GPU that has it
+    timeout 110 python3 -m polychromic.bench --base .gpu/smollm2 --data .gpu/data/replies \
+        --random-weights --sampling --steps 8 --set runtime.precision=$precision \
+        > "$out/smollm2-$precision.json" 2>> "$out/bench.log"
+    echo "smollm2 $precision bench exit $?" >> "$out/gpu.txt"
+done
 
 # the original design's LoRA (r 16, alpha 16, dropout 0.1 on all seven projections),
 # effective batch 16 in one batch, polychromic samples at temperature 0.9, top-p 0.9
@@ -42,6 +48,7 @@ timeout 240 python3 -m polychromic.bench --base .gpu/qwen3-8b --data .gpu/data/r
     --set train.batch_size=16 --set train.lora.alpha=16 --set train.lora.dropout=0.1 \
     --set 'train.lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]' \
     --set polychromic.temperature=0.9 --set polychromic.top_p=0.9 \
+    --set runtime.gradient_checkpointing=${CHECKPOINTING:-false} \
     > "$out/qwen3-8b.json" 2>> "$out/bench.log"
 echo "qwen3-8b bench exit $?" >> "$out/gpu.txt"
-cat "$out/gpu.txt" "$out/smollm2.json" "$out/qwen3-8b.json"; tail -5 "$out/tests.log"
+cat "$out/gpu.txt" "$out"/smollm2-*.json "$out/qwen3-8b.json"; tail -5 "$out/tests.log"

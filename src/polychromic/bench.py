@@ -40,6 +40,7 @@ from transformers import TrainerCallback, set_seed
 from polychromic.config import load_section, override, read_params, run_main
 from polychromic.domains import load_domain
 from polychromic.modeling import PadCollator, load_model, load_tokenizer, prompt_text
+from polychromic.runtime import Runtime, runtime_config
 from polychromic.sampling import sample_ids
 from polychromic.training import (
     TrainConfig,
@@ -71,18 +72,18 @@ class StepTimer(TrainerCallback):
         self.seconds.append(time.perf_counter() - self.started)
 
 
-def model_loader(base: str, random_weights: bool, dtype: str) -> Callable:
-    """A function that returns the base model on the GPU when there is one: the checkpoint at
+def model_loader(base: str, random_weights: bool, dtype: str, runtime: Runtime) -> Callable:
+    """A function that returns the base model on `runtime`'s device: the checkpoint at
     `base`, or a model of its config.json with random weights (seeded) in `dtype`."""
     if not random_weights:
-        return lambda: load_model(base)
+        return lambda: load_model(base, runtime=runtime)
 
     def build():
         from transformers import AutoConfig, AutoModelForCausalLM
 
         torch.manual_seed(0)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        with torch.device(device):  # initialised where it runs: seconds, not minutes, at 8B
+        # initialised where it runs: seconds, not minutes, at 8B
+        with torch.device(runtime.model_device()):
             return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base),
                                                     dtype=getattr(torch, dtype))
     return build
@@ -103,7 +104,7 @@ def time_training(method, config, params, tokenizer, train_set, load, domain, re
     set_seed(config.seeds[0])
     model = add_lora(load(), config.lora_settings, config.seeds[0])
     with tempfile.TemporaryDirectory() as out:
-        args = training_arguments(config, Path(out), config.seeds[0])
+        args = training_arguments(config, Path(out), config.seeds[0], runtime_config(params))
         args.max_steps, args.eval_strategy, args.save_strategy = steps, "no", "no"
         args.load_best_model_at_end, args.disable_tqdm = False, True
         options = polychromic_options(params, tokenizer, domain, *records) \
@@ -252,7 +253,8 @@ def main(argv: list[str] | None = None) -> None:
     records = (read_records(train_path), read_records(Path(args.data, "val.jsonl")))
     train_set = encode_records(records[0], domain, tokenizer, config.max_length, train_path)
 
-    load = model_loader(args.base, args.random_weights, args.dtype)
+    runtime = runtime_config(params)
+    load = model_loader(args.base, args.random_weights, args.dtype, runtime)
     common = (config, params, tokenizer, train_set, load, domain, records, args.steps)
     baseline, _, _ = time_training("baseline", *common)
     polychromic, trainer, model = time_training("polychromic", *common)
@@ -260,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     device = (torch.cuda.get_device_name() if torch.cuda.is_available()
               else f"cpu x{torch.get_num_threads()}")
     result = {"device": device, "weights": "random" if args.random_weights else "checkpoint",
+              "runtime": {"precision": runtime.mixed_precision(), "tf32": runtime.tf32,
+                          "gradient_checkpointing": runtime.gradient_checkpointing},
               "dtype": str(model.dtype).removeprefix("torch."),
               "parameters": sum(p.numel() for p in model.parameters()),
               "steps": args.steps, "batch_size": config.batch_size,
@@ -275,9 +279,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.sampling:
         generate = params.get("generate") or {}  # the generate stage's section (a stage
         # module is not imported here), with its defaults
-        result["sampling"] = time_sampling(model, tokenizer, domain, records[1],
-                                           int(generate.get("n", 10)),
-                                           int(generate.get("batch_prompts", 20)))
+        with runtime.autocast():
+            result["sampling"] = time_sampling(model, tokenizer, domain, records[1],
+                                               int(generate.get("n", 10)),
+                                               int(generate.get("batch_prompts", 20)))
+    if torch.cuda.is_available():
+        result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
     if args.trl:
         grpo = time_grpo(load, tokenizer, config, trainer, records[0], domain,
                          min(args.steps, 6))

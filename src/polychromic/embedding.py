@@ -44,10 +44,10 @@ def plain_mean_pooling(directory: Path) -> bool:
 
 
 class Embedder:
-    def __init__(self, source: str, key: str, batch_size: int = 64):
+    def __init__(self, source: str, key: str, batch_size: int = 64, device: str = "cpu"):
         """`source`: an embedded name or a local model directory; `key`: its params key."""
         directory = Path(model_directory(source, key))
-        self.batch_size = batch_size
+        self.batch_size, self.device = batch_size, device
         self.model = self.tokenizer = None
         if plain_mean_pooling(directory):
             from transformers import AutoModel, AutoTokenizer
@@ -55,11 +55,11 @@ class Embedder:
             config = json.loads((directory / "sentence_bert_config.json").read_text())
             self.max_length = config.get("max_seq_length", 512)
             self.tokenizer = AutoTokenizer.from_pretrained(directory)
-            self.model = AutoModel.from_pretrained(directory).eval()
+            self.model = AutoModel.from_pretrained(directory).eval().to(device)
         else:
             from sentence_transformers import SentenceTransformer
 
-            self.sentence_transformer = SentenceTransformer(str(directory), device="cpu")
+            self.sentence_transformer = SentenceTransformer(str(directory), device=device)
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         """Unit-length embeddings, one row per text."""
@@ -73,17 +73,18 @@ class Embedder:
         for start in range(0, len(texts), self.batch_size):
             batch = self.tokenizer(texts[start:start + self.batch_size], padding=True,
                                    truncation=True, max_length=self.max_length,
-                                   return_tensors="pt")
+                                   return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            rows.append(torch.nn.functional.normalize(mean, dim=-1).numpy())
+            rows.append(torch.nn.functional.normalize(mean, dim=-1).float().cpu().numpy())
         return np.concatenate(rows) if rows else np.zeros((0, self.model.config.hidden_size),
                                                           dtype=np.float32)
 
 
 @cache
-def shared_embedder(source: str, key: str) -> Embedder:
-    """One Embedder per model within a process (the metrics and a checker share it)."""
-    return Embedder(source, key)
+def shared_embedder(source: str, key: str, device: str = "cpu") -> Embedder:
+    """One Embedder per model and device within a process (the metrics and a checker share
+    it)."""
+    return Embedder(source, key, device=device)

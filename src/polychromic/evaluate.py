@@ -31,6 +31,7 @@ from polychromic.config import UserError, help_text, load_section, read_params, 
 from polychromic.domains import RECORD_FIELDS, Checker, Domain, Record, load_domain
 from polychromic.embedding import model_directory, shared_embedder
 from polychromic.io import read_jsonl, write_json, write_jsonl
+from polychromic.runtime import runtime_config
 
 GENERATION_FIELDS = {"id": str, "prompt": str, "references": list, "samples": list,
                      "reference_nll": list, "reference_tokens": list}
@@ -82,8 +83,8 @@ def score_prompt(row: dict, sample_vectors: np.ndarray, verdicts: list, quality:
 
 
 def evaluate(rows: list[dict], records: dict[str, Record], domain: Domain, checker: Checker,
-             config: EvaluateConfig, embed, bertscore_dir: str | None
-             ) -> tuple[dict, list[dict]]:
+             config: EvaluateConfig, embed, bertscore_dir: str | None,
+             bertscore_device: str = "cpu") -> tuple[dict, list[dict]]:
     quality = domain.quality_metrics
     # One embedding call for every sample: per-prompt calls leave the encoder's batches tiny.
     vectors = embed([s for row in rows for s in row["samples"]])
@@ -91,7 +92,8 @@ def evaluate(rows: list[dict], records: dict[str, Record], domain: Domain, check
     if "bertscore_f1" in quality:
         bertscores = metrics.bertscore_f1([row["samples"][0] for row in rows],
                                           [row["references"] for row in rows],
-                                          bertscore_dir, config.bertscore_layers)
+                                          bertscore_dir, config.bertscore_layers,
+                                          device=bertscore_device)
     verdicts = checker.verdicts([(records[row["id"]], row["samples"]) for row in rows])
     scores, offset = [], 0
     for row, bertscore, row_verdicts in zip(rows, bertscores, verdicts, strict=True):
@@ -164,12 +166,13 @@ def main(argv: list[str] | None = None) -> None:
 
     from polychromic import tracking
 
-    embed = shared_embedder(config.embedding_model, "evaluate.embedding_model")
+    device = runtime_config(params).metrics_device()
+    embed = shared_embedder(config.embedding_model, "evaluate.embedding_model", device)
     bertscore_dir = (model_directory(config.bertscore_model, "evaluate.bertscore_model")
                      if "bertscore_f1" in domain.quality_metrics else None)
     with domain.checker(val) as checker:
         summary, scores = evaluate(rows, records, domain, checker, config, embed,
-                                   bertscore_dir)
+                                   bertscore_dir, device)
     summary = {"domain": args.domain, "system": args.system, "seed": args.seed, **summary}
     with tracking.mlflow_run("evaluate", args.domain, args.system, {"evaluate": asdict(config)},
                              seed=args.seed):

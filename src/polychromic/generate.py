@@ -20,6 +20,7 @@ from polychromic.config import UserError, help_text, load_section, read_params, 
 from polychromic.domains import RECORD_FIELDS, Domain, Record, load_domain
 from polychromic.io import read_jsonl, write_jsonl
 from polychromic.modeling import load_model, load_tokenizer, prompt_text
+from polychromic.runtime import runtime_config
 from polychromic.sampling import continuation_nll, sample
 
 PROMPTED = ("zero_shot", "few_shot")
@@ -134,9 +135,10 @@ def main(argv: list[str] | None = None) -> None:
     records = records[:domain.sampling.test_prompts]
     tokenizer = load_tokenizer(args.base)
     tokenizer.padding_side = "left"  # generation continues from the right edge
-    model = load_model(args.base, args.adapter).eval()
-    with tqdm(total=len(records), desc=f"generate {args.domain}/{args.system}",
-              unit="prompt") as progress:
+    runtime = runtime_config(params)
+    model = load_model(args.base, args.adapter, runtime).eval()
+    with runtime.autocast(), tqdm(total=len(records), desc=f"generate {args.domain}/"
+                                  f"{args.system}", unit="prompt") as progress:
         rows = generate_rows(model, tokenizer, domain, records, examples, config, args.system,
                              args.seed, progress.update)
     write_jsonl(args.out, rows)

@@ -81,14 +81,15 @@ def rouge(sample: str, references: Sequence[str]) -> dict[str, float]:
 
 
 def bertscore_f1(candidates: Sequence[str], references: Sequence[Sequence[str]],
-                 model_dir: str, num_layers: int, batch_size: int = 64) -> list[float]:
+                 model_dir: str, num_layers: int, batch_size: int = 64,
+                 device: str = "cpu") -> list[float]:
     """BERTScore F1 (bert-score) of each candidate against the best of its references, with a
     local model directory. Unrescaled: bert-score has no rescale baseline for a local path, so
     the scores keep the model's own offset (not comparable to published rescaled figures)."""
     from bert_score import score
 
     _, _, f1 = score(list(candidates), [list(r) for r in references], model_type=model_dir,
-                     num_layers=num_layers, batch_size=batch_size, device="cpu")
+                     num_layers=num_layers, batch_size=batch_size, device=device)
     return f1.tolist()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from polychromic.config import UserError
+from polychromic.runtime import Runtime
 
 IGNORE_INDEX = -100  # label value that cross-entropy skips
 
@@ -67,15 +68,21 @@ def load_tokenizer(base_dir: str | Path):
     return tokenizer
 
 
-def load_model(base_dir: str | Path, adapter_dir: str | Path | None = None):
-    """The base model on the GPU when there is one, with the LoRA adapter at `adapter_dir`
-    applied when given."""
+def load_model(base_dir: str | Path, adapter_dir: str | Path | None = None,
+               runtime: Runtime | None = None):
+    """The base model on `runtime`'s device (default: the GPU when there is one), 4-bit
+    quantised if it asks, with the LoRA adapter at `adapter_dir` applied when given."""
     from transformers import AutoModelForCausalLM
 
     if not Path(base_dir, "config.json").is_file():
         raise UserError(f"{base_dir}: no base model checkpoint (run: dvc repro base_model)")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(base_dir).to(device)
+    runtime = runtime or Runtime()
+    device, quantization = runtime.model_device(), runtime.quantization_config()
+    if quantization is not None:  # bitsandbytes places the weights itself
+        model = AutoModelForCausalLM.from_pretrained(
+            base_dir, quantization_config=quantization, device_map={"": device})
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base_dir).to(device)
     if adapter_dir is not None:
         from peft import PeftModel
 

@@ -36,6 +36,7 @@ from polychromic.io import write_json
 from polychromic.modeling import PadCollator, load_model, load_tokenizer
 from polychromic.objective import AdvantageScaler
 from polychromic.polychromic_trainer import parameter_gradients
+from polychromic.runtime import runtime_config
 from polychromic.training import (
     add_lora,
     encode_records,
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("polychromic.diversity_weight is 0: there is no diversity term")
     seed = config.seeds[0]
     torch.manual_seed(seed)
-    model = add_lora(load_model(args.base), config.lora_settings, seed)
+    runtime = runtime_config(params)
+    model = add_lora(load_model(args.base, runtime=runtime), config.lora_settings, seed)
     order = np.random.default_rng(seed).permutation(len(examples))
     collator = PadCollator(tokenizer.pad_token_id, ("record_index",))
     size = config.batch_size
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     batches = [collator([examples[i] for i in order[b * size:(b + 1) * size]])
                for b in range(args.batches)]
     with tempfile.TemporaryDirectory() as out:
-        arguments = training_arguments(config, Path(out), seed)
+        arguments = training_arguments(config, Path(out), seed, runtime)
         arguments.eval_strategy, arguments.save_strategy = "no", "no"
         arguments.load_best_model_at_end = False
         trainer = make_trainer("polychromic", model, arguments, examples, None, collator, [],

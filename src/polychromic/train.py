@@ -21,6 +21,7 @@ from polychromic.config import help_text, read_params, run_main
 from polychromic.domains import load_domain
 from polychromic.io import atomic_path
 from polychromic.modeling import PadCollator, load_model, load_tokenizer
+from polychromic.runtime import runtime_config
 from polychromic.training import (
     METHODS,
     LoraSettings,
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.method == "polychromic":
         options = polychromic_options(params, tokenizer, domain, train, val)
         logged["polychromic"] = asdict(options["polychromic"])
-    model = add_lora(load_model(args.base), config.lora_settings, args.seed)
+    runtime = runtime_config(params)
+    model = add_lora(load_model(args.base, runtime=runtime), config.lora_settings, args.seed)
     out = Path(args.out)
     for leftover in out.parent.glob(f".{out.name}.*"):  # io.atomic_path's, after a kill
         shutil.rmtree(leftover, ignore_errors=True)
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     with tracking.mlflow_run("train", args.domain, args.method, logged, seed=args.seed):
         curves = TrainingCurves(args.plots)
         keeper = resume.CheckpointKeeper(checkpoints)
-        arguments = training_arguments(config, checkpoints, args.seed)
+        arguments = training_arguments(config, checkpoints, args.seed, runtime)
         trainer = make_trainer(args.method, model, arguments, train_set, eval_set,
                                PadCollator(tokenizer.pad_token_id, keep),
                                [*callbacks_for(config, curves), keeper], **options)

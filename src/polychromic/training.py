@@ -24,6 +24,7 @@ from polychromic.config import UserError, load_section, require
 from polychromic.domains import RECORD_FIELDS, Domain, Record
 from polychromic.io import read_jsonl
 from polychromic.modeling import encode_example, prompt_text
+from polychromic.runtime import Runtime, runtime_config
 
 METHODS = ("baseline", "polychromic")
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
@@ -121,8 +122,10 @@ def encode_records(records: list[Record], domain: Domain, tokenizer, max_length:
 
 def add_lora(model, settings: LoraSettings, seed: int):
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    if getattr(model, "is_loaded_in_4bit", False):  # QLoRA: norms in fp32, inputs with grad
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     torch.manual_seed(seed)
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=settings.target_modules, task_type="CAUSAL_LM")
@@ -132,11 +135,20 @@ def add_lora(model, settings: LoraSettings, seed: int):
         raise UserError(f"params.yaml: 'train.lora.target_modules': {err}") from None
 
 
-def training_arguments(config: TrainConfig, output_dir: Path, seed: int):
+def training_arguments(config: TrainConfig, output_dir: Path, seed: int,
+                       runtime: Runtime | None = None):
     from transformers import TrainingArguments
 
+    runtime = runtime or Runtime()
+    precision = runtime.mixed_precision()
     stopping = config.early_stopping_patience > 0
     return TrainingArguments(
+        use_cpu=runtime.model_device() == "cpu",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        # non-reentrant: the polychromic update differentiates the loss with autograd.grad
+        gradient_checkpointing=runtime.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
         output_dir=str(output_dir),
         seed=seed,
         learning_rate=config.learning_rate,
@@ -190,7 +202,8 @@ def polychromic_options(params: dict, tokenizer, domain: Domain, train: list[Rec
     config = load_section(PolychromicConfig, params, "polychromic")
     embedder = None
     if config.diversity_metric == "semantic":
-        embedder = shared_embedder(config.embedding_model, "polychromic.embedding_model")
+        embedder = shared_embedder(config.embedding_model, "polychromic.embedding_model",
+                                   runtime_config(params).metrics_device())
     eval_prompts = [(record["prompt"], prompt_text(tokenizer, domain.messages(record),
                                                    domain.assistant_prefix(record)))
                     for record in val[:config.eval_prompts]]
