@@ -9,6 +9,15 @@ from polychromic.runtime import Runtime, runtime_config
 from polychromic.training import TrainConfig, training_arguments
 from tests.test_polychromic import gradients, lora_parameters, on_device, setup, trainer_for
 
+
+@pytest.fixture(autouse=True)
+def tf32_restored():
+    """runtime_config sets TF32 process-wide: leave the other tests' fp32 matmuls alone."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 CPU_ONLY = pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(),
                               reason="checks what a machine without an accelerator resolves")
 
