@@ -58,3 +58,13 @@ def test_column_mean_cis_are_each_columns_bootstrap_ci():
     for j in range(3):  # the same draws as the paired bootstrap of that column against zero
         assert (lows[j], highs[j]) == pytest.approx(
             stats.bootstrap_ci(values[:, j], np.zeros(25), resamples=2000, seed=5))
+
+
+def test_cohens_dz_of_constant_differences_is_undefined():
+    """Identical systems compared with a margin: every shifted difference is the same float,
+    whose SD is rounding noise (it gave d_z 4e15 in a real run)."""
+    shifted = np.zeros(30) + 0.0037143243793770447
+    assert stats.cohens_dz(shifted, np.zeros(30)) is None
+    assert stats.cohens_dz([0.1, 0.1, 0.1], [0.0, 0.0, 0.0]) is None
+    assert stats.cohens_dz([0.1, 0.2, 0.4], [0.0, 0.0, 0.0]) == pytest.approx(
+        np.mean([0.1, 0.2, 0.4]) / np.std([0.1, 0.2, 0.4], ddof=1))

@@ -19,7 +19,8 @@ def cohens_dz(a: Sequence[float], b: Sequence[float]) -> float | None:
     if len(d) < 2:
         return None
     sd = d.std(ddof=1)
-    return None if sd == 0 else float(d.mean() / sd)
+    # constant differences (e.g. 0 + a margin): the SD is rounding noise, d_z is undefined
+    return None if sd <= 1e-12 * max(1.0, float(np.abs(d).max())) else float(d.mean() / sd)
 
 
 def bootstrap_ci(a: Sequence[float], b: Sequence[float], resamples: int = 10_000,
