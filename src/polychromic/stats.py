@@ -27,16 +27,14 @@ def bootstrap_ci(a: Sequence[float], b: Sequence[float], resamples: int = 10_000
                  level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean paired difference a - b (prompts resampled)."""
     d = np.asarray(a, float) - np.asarray(b, float)
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), (resamples, len(d)))].mean(axis=1)
-    tail = (1 - level) / 2
-    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+    (low,), (high,) = column_mean_cis(d[:, None], resamples, level, seed)
+    return float(low), float(high)
 
 
 def column_mean_cis(values, resamples: int = 10_000, level: float = 0.95,
                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap CIs of each column's mean of `values` (rows: prompts, resampled
-    together for every column, with `bootstrap_ci`'s draws): (lows, highs)."""
+    together for every column): (lows, highs)."""
     values = np.asarray(values, float)
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
