@@ -26,19 +26,26 @@ class UserError(Exception):
     """Bad input from the user: reported as one line, exit status 2, no traceback."""
 
 
-def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such params file")
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (empty: {}); errors name the file:line."""
     try:
-        params = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise UserError(f"{where}: malformed YAML ({getattr(err, 'problem', err)})") from None
-    if not isinstance(params, dict):
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
-    return params
+    return data
+
+
+def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such params file")
+    return read_yaml_mapping(path)
 
 
 def _matches(value: Any, annotation: Any) -> bool:

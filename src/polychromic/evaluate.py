@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
                              seed=args.seed):
         tracking.log_metrics({k: v for k, v in summary.items() if k not in ("checker", "seed")}
                              | {"checker.pass_rate": summary["checker"]["pass_rate"]})
-    write_jsonl(args.scores, scores)
+    write_jsonl(args.scores, scores, rounded=True)
     write_json(args.metrics, summary)
     print(f"{args.domain}/{args.system}: passk {summary['passk']}, diversity "
           f"{summary['diversity']} -> {args.metrics}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -12,6 +13,22 @@ from pathlib import Path
 from typing import Any
 
 from polychromic.config import UserError
+
+# Metrics and curves are written with this many significant digits: reruns with another
+# thread count differ around the 7th (float32 sums in another order), and should not make
+# a new file (tests/test_precision.py).
+SIGNIFICANT_DIGITS = 6
+
+
+def at_precision(data: Any, digits: int = SIGNIFICANT_DIGITS) -> Any:
+    """`data` with every finite float rounded to `digits` significant digits."""
+    if isinstance(data, float):
+        return float(f"{data:.{digits}g}") if math.isfinite(data) else data
+    if isinstance(data, dict):
+        return {key: at_precision(value, digits) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [at_precision(value, digits) for value in data]
+    return data
 
 
 def read_jsonl(path: str | Path, required: dict[str, type | tuple[type, ...]]) -> list[dict]:
@@ -68,12 +85,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
-def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]],
+                rounded: bool = False) -> None:
+    """Records, one per line; `rounded`: floats at SIGNIFICANT_DIGITS (scores, not data)."""
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as handle:
         for record in records:
+            record = at_precision(record) if rounded else record
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def write_json(path: str | Path, data: Any) -> None:
+    """A metrics file or summary: floats at SIGNIFICANT_DIGITS."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        text = json.dumps(at_precision(data), indent=2, ensure_ascii=False)
+        tmp.write_text(text + "\n", encoding="utf-8")

@@ -40,6 +40,7 @@ from polychromic.runtime import runtime_config
 from polychromic.training import (
     add_lora,
     encode_records,
+    fix_schedule,
     make_trainer,
     polychromic_options,
     read_records,
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = load_tokenizer(args.base)
     train, val = read_records(data / "train.jsonl"), read_records(data / "val.jsonl")
     examples = encode_records(train, domain, tokenizer, config.max_length, data / "train.jsonl")
+    fix_schedule(config, len(examples))
     options = polychromic_options(params, tokenizer, domain, train, val)
     weight = options["polychromic"].diversity_weight
     if weight == 0:

@@ -19,7 +19,7 @@ from polychromic import checkpoints as resume
 from polychromic import tracking
 from polychromic.config import help_text, read_params, run_main
 from polychromic.domains import load_domain
-from polychromic.io import atomic_path
+from polychromic.io import at_precision, atomic_path
 from polychromic.modeling import PadCollator, load_model, load_tokenizer
 from polychromic.runtime import runtime_config
 from polychromic.training import (
@@ -31,6 +31,7 @@ from polychromic.training import (
     callbacks_for,
     check_method,
     encode_records,
+    fix_schedule,
     make_trainer,
     polychromic_options,
     read_records,
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     train_set = encode_records(train, domain, tokenizer, config.max_length, train_path)
     eval_set = encode_records(val, domain, tokenizer, config.max_length, val_path,
                               limit=config.eval_examples)
+    fix_schedule(config, len(train_set))
     options, logged = {}, {"train": asdict(config) | {"seed": args.seed}}
     if args.method == "polychromic":
         options = polychromic_options(params, tokenizer, domain, train, val)
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
                        "flags": {k: int(v) for k, v in flags.items()}})
         with atomic_path(args.out) as tmp:
             trainer.model.save_pretrained(tmp)
-            (tmp / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            (tmp / "train_summary.json").write_text(json.dumps(at_precision(summary), indent=2)
+                                                    + "\n")
     shutil.rmtree(checkpoints, ignore_errors=True)
     print(f"{args.domain}/{args.method}: {json.dumps(summary)}; {seconds:.1f} s"
           + (f" from step {resume.step_of(start_from)}" if start_from else ""))

@@ -14,6 +14,7 @@ the effective batch, as with one big batch (tested).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from transformers import TrainerCallback
 from polychromic import tracking
 from polychromic.config import UserError, load_section, require
 from polychromic.domains import RECORD_FIELDS, Domain, Record
-from polychromic.io import read_jsonl
+from polychromic.io import at_precision, read_jsonl
 from polychromic.modeling import encode_example, prompt_text
 from polychromic.runtime import Runtime, runtime_config
 
@@ -50,7 +51,15 @@ class TrainConfig:
     learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate"})
     lr_schedule: str = field(default="cosine", metadata={"help": "one of " + ", ".join(SCHEDULES)})
     warmup_steps: int = field(default=10, metadata={"help": "linear warm-up steps"})
+    warmup_ratio: float | None = field(
+        default=None, metadata={"help": "when set, warm-up steps = ceil(ratio × optimiser "
+                                "steps), in place of warmup_steps"})
     max_steps: int = field(default=100, metadata={"help": "optimiser steps"})
+    epochs: float | None = field(
+        default=None, metadata={"help": "when set, optimiser steps = ceil(epochs × train "
+                                "examples / (batch_size × gradient_accumulation)), in place "
+                                "of max_steps"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     batch_size: int = field(default=8, metadata={"help": "examples per forward pass"})
     gradient_accumulation: int = field(default=1, metadata={"help": "forward passes per step"})
     max_length: int = field(default=128, metadata={"help": "tokens per example (prompt+reply)"})
@@ -74,6 +83,10 @@ class TrainConfig:
                      "eval_every", "eval_examples", "checkpoint_every", "logging_every"):
             require(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
         require(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
+        require(self.warmup_ratio is None or 0 <= self.warmup_ratio < 1, f"{key}.warmup_ratio",
+                "must be null or in [0, 1)")
+        require(self.epochs is None or self.epochs > 0, f"{key}.epochs", "must be null or > 0")
+        require(self.weight_decay >= 0, f"{key}.weight_decay", "must be >= 0")
         require(self.max_grad_norm >= 0, f"{key}.max_grad_norm", "must be >= 0 (0: off)")
         require(self.early_stopping_patience >= 0, f"{key}.early_stopping_patience", "must be >= 0")
         require(self.checkpoint_every % self.eval_every == 0, f"{key}.checkpoint_every",
@@ -95,6 +108,17 @@ def train_config(params: dict, domain: str) -> TrainConfig:
         return base
     merged = {**params["train"], **overrides}
     return load_section(TrainConfig, {domain: {"train": merged}}, f"{domain}.train")
+
+
+def fix_schedule(config: TrainConfig, train_examples: int) -> TrainConfig:
+    """Turn `epochs` and `warmup_ratio`, where set, into `max_steps` and `warmup_steps` for a
+    training set of this size (in place); the Trainer then sees steps only."""
+    per_step = config.batch_size * config.gradient_accumulation
+    if config.epochs is not None:
+        config.max_steps = max(1, math.ceil(config.epochs * train_examples / per_step))
+    if config.warmup_ratio is not None:
+        config.warmup_steps = math.ceil(config.warmup_ratio * config.max_steps)
+    return config
 
 
 def read_records(path: Path) -> list[Record]:
@@ -155,6 +179,7 @@ def training_arguments(config: TrainConfig, output_dir: Path, seed: int,
         lr_scheduler_type=config.lr_schedule,
         warmup_steps=config.warmup_steps,
         max_steps=config.max_steps,
+        weight_decay=config.weight_decay,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation,
@@ -248,7 +273,8 @@ class TrainingCurves(TrainerCallback):
         self.record(logs or {}, state.global_step)
 
     def record(self, logs: dict, step: int) -> None:
-        values = {name: float(logs[key]) for key, name in self.NAMES.items() if key in logs}
+        values = at_precision({name: float(logs[key]) for key, name in self.NAMES.items()
+                               if key in logs})
         if not values:
             return
         tracking.log_metrics(values, step=step)
@@ -260,7 +286,7 @@ class TrainingCurves(TrainerCallback):
     def finish(self, summary: dict) -> None:
         """Write DVCLive's summary (metrics.json), with `summary` added."""
         if self.live is not None:
-            self.live.summary.update(summary)
+            self.live.summary.update(at_precision(summary))
             self.live.end()
 
 
