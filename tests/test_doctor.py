@@ -1,0 +1,96 @@
+"""`doctor`: each check finds what is missing and names the fix; main exits 1 only when
+something a run needs is missing."""
+
+import os
+import subprocess
+import sys
+
+import yaml
+
+from polychromic import doctor
+from tests.conftest import REPO
+
+
+def params_with(**sections) -> dict:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for key, values in sections.items():
+        params[key] = {**params[key], **values} if isinstance(values, dict) else values
+    return params
+
+
+def test_judge_needs_its_key_only_when_on(monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    assert doctor.check_judge(params_with()).ok
+    finding = doctor.check_judge(params_with(judge={"enabled": True}))
+    assert not finding.ok and finding.required
+    assert finding.line().splitlines() == [
+        "MISSING  judge: anthropic claude-sonnet-4-5: ANTHROPIC_API_KEY not set",
+        "         fix: export ANTHROPIC_API_KEY=...  (or judge.enabled: false)"]
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    assert doctor.check_judge(params_with(judge={"enabled": True})).ok
+
+
+def test_a_device_the_machine_lacks_is_missing():
+    import torch
+
+    if torch.cuda.is_available():
+        return  # the GPU check's machine has one
+    finding = doctor.check_device(params_with(runtime={"device": "cuda"}))
+    assert not finding.ok and "'runtime.device' cuda: no such device" in finding.detail
+    finding = doctor.check_device(params_with())
+    assert finding.ok and finding.detail.startswith("cpu, ")
+
+
+def test_base_model_sources(tmp_path, monkeypatch):
+    monkeypatch.setattr("polychromic.base_model.hub_reachable", lambda: False)
+    monkeypatch.setattr("polychromic.base_model.cached_on_disk", lambda repo: False)
+    finding = doctor.check_base_model(params_with(base_model={"source": "Org/Model-1B"}))
+    assert not finding.ok and finding.fix.startswith("hf download Org/Model-1B")
+    assert "out of reach" in finding.detail
+    monkeypatch.setattr("polychromic.base_model.cached_on_disk", lambda repo: True)
+    assert doctor.check_base_model(params_with(base_model={"source": "Org/Model-1B"})).ok
+    finding = doctor.check_base_model(params_with(base_model={"source": str(tmp_path)}))
+    assert not finding.ok and "no config.json" in finding.detail
+    (tmp_path / "config.json").write_text("{}")
+    assert doctor.check_base_model(params_with(base_model={"source": str(tmp_path)})).ok
+
+
+def test_remote_credentials_from_environment_or_local_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.aws/credentials
+    (tmp_path / ".dvc").mkdir()
+    assert not doctor.check_remote().ok  # no remote at all
+    (tmp_path / ".dvc" / "config").write_text(
+        (REPO / ".dvc" / "config").read_text())
+    finding = doctor.check_remote()
+    assert not finding.ok and not finding.required and "credentials not found" in finding.detail
+    (tmp_path / ".dvc" / "config.local").write_text(
+        "['remote \"storage\"']\n    access_key_id = test\n    secret_access_key = test\n"
+        "    endpointurl = http://127.0.0.1:9\n")
+    finding = doctor.check_remote()
+    assert finding.ok and "at http://127.0.0.1:9" in finding.detail
+
+
+def test_main_lists_every_check_and_fails_on_a_missing_requirement(tmp_path):
+    params = params_with(domains=["qa"], judge={"enabled": True})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    env |= {"PYTHONPATH": str(REPO / "src"), "MLFLOW_TRACKING_URI": "sqlite:///no/such/m.db"}
+    result = subprocess.run([sys.executable, "-m", "polychromic.doctor"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    status = {line[9:].split(":")[0]: line[:8].strip() for line in result.stdout.splitlines()
+              if line[:1] != " " and ":" in line}
+    assert status == {"params": "ok", "packages": "ok", "pip check": "ok", "base model": "ok",
+                      "data qa": "ok", "device": "ok", "dvc remote": "warn",
+                      "mlflow store": "MISSING", "judge": "MISSING"}
+    assert result.stdout.splitlines()[-1] == "2 required thing(s) missing"
+    # bad params: one line naming the key, nothing else checked
+    params["train"]["learning_rate"] = -1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run([sys.executable, "-m", "polychromic.doctor"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "MISSING  params: params.yaml: 'train.learning_rate' must be > 0" in result.stdout
