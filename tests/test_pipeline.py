@@ -5,8 +5,10 @@ and the MLflow runs they produced; then `dvc exp run --temp` and a new seed."""
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -60,13 +62,15 @@ def tiny_params(model_dir, domains=("replies", "code")):
     return params
 
 
-def mlflow_runs(repo):
+def mlflow_runs(repo, with_method=False):
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["polychromic-lora"], output_format="list")
     return [(r.data.tags["stage"], r.data.tags["system"], r.data.tags["dvc_experiment"],
-             r.data.tags["git_commit"], r.data.metrics) for r in runs]
+             r.data.tags["git_commit"], r.data.metrics)
+            + ((r.data.tags["method"], r.data.tags["dvc_baseline_rev"]) if with_method else ())
+            for r in runs]
 
 
 def tiny_repository(tmp_path, model_dir, domain):
@@ -184,20 +188,35 @@ def test_dvc_repro_code_and_an_experiment_pushed_and_pulled(tmp_path, tiny_model
     assert len(comparison["verdict"]["minimum"]["criteria"]) == 4
     check_mlflow_runs(repo, head)
 
-    # A λ change in a temporary copy reruns only the polychromic stages (the baseline stays
-    # cached), and its runs land in the same MLflow store.
+    # Two λ changes queued and run at once (`dvc queue start -j 2`): each reruns only the
+    # polychromic stages (the baseline stays cached), and the runs of both land in the one
+    # MLflow store, tagged with their experiment and its baseline commit.
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "results")
-    out = sh(repo, "dvc", "exp", "run", "--temp", "-n", "lambda-probe",
-             "-S", "polychromic.diversity_weight=0.5")
-    assert "Running stage 'train@code-polychromic-42'" in out
-    assert "Running stage 'train@code-baseline-42'" not in out
-    assert "Running stage 'generate_prompted" not in out
-    temp_runs = [(stage, system) for stage, system, exp, *_ in mlflow_runs(repo)
-                 if exp == "lambda-probe"]
-    # evaluate reruns only if the new adapter's samples differ (on this tiny model they may not)
-    assert ("train", "polychromic") in temp_runs
-    assert {system for _, system in temp_runs} == {"polychromic"}
+    results = sh(repo, "git", "rev-parse", "HEAD").strip()
+    for name, weight in (("lambda-probe", 0.5), ("lambda-probe-2", 0.7)):
+        sh(repo, "dvc", "exp", "run", "--queue", "-n", name,
+           "-S", f"polychromic.diversity_weight={weight}")
+    try:
+        sh(repo, "dvc", "queue", "start", "-j", "2")
+        deadline = time.monotonic() + 900
+        while any(word in sh(repo, "dvc", "queue", "status") for word in ("Queued", "Running")):
+            assert time.monotonic() < deadline, "the queued experiments did not finish"
+            time.sleep(2)
+    finally:
+        subprocess.run(["dvc", "queue", "stop"], cwd=repo, capture_output=True)
+    status = sh(repo, "dvc", "queue", "status")
+    for name in ("lambda-probe", "lambda-probe-2"):
+        assert re.search(rf"{name}\s.*Success", status), status
+        log = sh(repo, "dvc", "queue", "logs", name)
+        assert "Running stage 'train@code-polychromic-42'" in log
+        assert "Running stage 'train@code-baseline-42'" not in log
+        assert "Running stage 'generate_prompted" not in log
+        tagged = {(stage, system, method, baseline) for stage, system, exp, _, _, method,
+                  baseline in mlflow_runs(repo, with_method=True) if exp == name}
+        # evaluate reruns only if the new adapter's samples differ (on this model they may not)
+        assert ("train", "polychromic", "polychromic", results) in tagged
+        assert {system for _, system, *_ in tagged} == {"polychromic"}
 
     # The experiment travels: `dvc exp push` (its git ref to a git remote, its outputs to the
     # S3 server), `dvc exp pull` into a fresh clone, where applying it needs no rerun

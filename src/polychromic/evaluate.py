@@ -174,8 +174,9 @@ def main(argv: list[str] | None = None) -> None:
         summary, scores = evaluate(rows, records, domain, checker, config, embed,
                                    bertscore_dir, device)
     summary = {"domain": args.domain, "system": args.system, "seed": args.seed, **summary}
+    trained = args.system in (params.get("methods") or [])
     with tracking.mlflow_run("evaluate", args.domain, args.system, {"evaluate": asdict(config)},
-                             seed=args.seed):
+                             seed=args.seed, method=args.system if trained else ""):
         tracking.log_metrics({k: v for k, v in summary.items() if k not in ("checker", "seed")}
                              | {"checker.pass_rate": summary["checker"]["pass_rate"]})
     write_jsonl(args.scores, scores, rounded=True)

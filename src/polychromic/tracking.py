@@ -2,12 +2,15 @@
 
 `dvc exp run --temp` and queued experiments execute in a copy under `.dvc/tmp/exps/`; DVC
 sets `DVC_ROOT` to the original repository there, so their runs land in the same store.
-Open it with: mlflow ui --backend-store-uri sqlite:///mlflow.db
+Experiments that run at once (`dvc queue start -j 2`) share it: sqlite takes one writer at a
+time, and the one step that fails under concurrency, MLflow creating and migrating the schema
+of a new store, runs under a lock. Open it with: mlflow ui --backend-store-uri sqlite:///mlflow.db
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -51,22 +54,43 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 @contextlib.contextmanager
+def first_connection(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on a sqlite store's folder while this process first connects:
+    MLflow creates and migrates the schema then, and processes that do it at once fail
+    ("table experiments already exists", "duplicate column name")."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    folder = Path(uri.removeprefix("sqlite:///")).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
+@contextlib.contextmanager
 def mlflow_run(stage: str, domain: str, system: str, params: dict[str, Any],
-               seed: int | None = None) -> Iterator[Any]:
-    """Start a run tagged with stage, domain, system, seed, git commit and DVC experiment."""
+               seed: int | None = None, method: str = "") -> Iterator[Any]:
+    """Start a run tagged with stage, domain, system, method (the trained method, if any),
+    seed, git commit and the DVC experiment's name and baseline commit."""
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(tracking_uri())
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        artifacts = (repository_root() / "mlartifacts").resolve().as_uri()
-        with contextlib.suppress(mlflow.exceptions.MlflowException):  # created concurrently
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    with first_connection(uri):
+        if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+            artifacts = (repository_root() / "mlartifacts").resolve().as_uri()
             mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts)
-    mlflow.set_experiment(EXPERIMENT)
+        mlflow.set_experiment(EXPERIMENT)
     tags = {
         "stage": stage,
         "domain": domain,
         "system": system,
+        "method": method,
         "seed": "" if seed is None else str(seed),
         "git_commit": git_commit(),
         "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),

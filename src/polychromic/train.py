@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         args, params, logged, [train_path, val_path]))
     keep = ("record_index",) if args.method == "polychromic" else ()
 
-    with tracking.mlflow_run("train", args.domain, args.method, logged, seed=args.seed):
+    with tracking.mlflow_run("train", args.domain, args.method, logged, seed=args.seed,
+                             method=args.method):
         curves = TrainingCurves(args.plots)
         keeper = resume.CheckpointKeeper(checkpoints)
         arguments = training_arguments(config, checkpoints, args.seed, runtime)
