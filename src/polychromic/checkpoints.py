@@ -21,7 +21,13 @@ from transformers import TrainerCallback
 
 COMPLETE = "complete"  # marker file: the checkpoint was written to the end
 FINGERPRINT = "fingerprint.txt"
-METHOD_STATE = "method_state.pt"
+METHOD_STATE = "method_state-{process}.pt"  # one per process (DDP)
+
+
+def barrier() -> None:
+    """Wait for every process of a distributed run (nothing to wait for in one process)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def fingerprint(settings: dict, files: Iterable[Path], stamped: Iterable[Path] = ()) -> str:
@@ -73,7 +79,12 @@ class CheckpointKeeper(TrainerCallback):
         checkpoint = self.folder / f"checkpoint-{state.global_step}"
         method_state = getattr(self.trainer, "method_state", None)
         if method_state is not None:
-            torch.save(method_state(), checkpoint / METHOD_STATE)
+            checkpoint.mkdir(parents=True, exist_ok=True)
+            torch.save(method_state(), checkpoint / METHOD_STATE.format(
+                process=args.process_index))
+        barrier()  # every process has written its part of the checkpoint
+        if not state.is_world_process_zero:
+            return
         (checkpoint / COMPLETE).write_text(f"{state.global_step}\n")
         best = state.best_model_checkpoint
         for other in self.folder.glob("checkpoint-*"):
@@ -83,6 +94,6 @@ class CheckpointKeeper(TrainerCallback):
 
 def load_method_state(trainer, checkpoint: Path) -> None:
     """Give the trainer back the state that `CheckpointKeeper` saved with `checkpoint`."""
-    path = checkpoint / METHOD_STATE
+    path = checkpoint / METHOD_STATE.format(process=trainer.args.process_index)
     if path.is_file() and hasattr(trainer, "load_method_state"):
         trainer.load_method_state(torch.load(path, weights_only=False))

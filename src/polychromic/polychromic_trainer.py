@@ -161,7 +161,8 @@ class PolychromicTrainer(Trainer):
         self.sampling = polychromic.sampling(sampling or Sampling())
         self.stop = tuple(stop)
         self.eval_prompts = list(eval_prompts)
-        self.generator = torch.Generator().manual_seed(self.args.seed)  # the samples' draws
+        # the samples' draws; under DDP each process draws its own
+        self.generator = torch.Generator().manual_seed(self.args.seed + self.args.process_index)
         if polychromic.objective == "set" and (checker is None or not self.train_records):
             raise ValueError("the set objective needs the domain's checker and the records")
         self.scaler = AdvantageScaler(polychromic.advantage_scaling)
@@ -232,6 +233,10 @@ class PolychromicTrainer(Trainer):
         config = self.polychromic
         rows = min(config.prompts_per_step, len(inputs["input_ids"]))
         prompt_ids, prompt_mask = self.batch_prompts(inputs, rows)
+        # Under DDP each process samples for its own prompts with the module itself: the
+        # term's gradient is taken apart (split_gradients), and the backward of their sum is
+        # what DDP averages over processes.
+        model = self.accelerator.unwrap_model(model)
         was_training = model.training
         model.eval()  # no dropout: the log-probabilities are those of the policy sampled from
         try:

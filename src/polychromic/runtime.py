@@ -39,8 +39,12 @@ class Runtime:
         "help": "the sentence encoder and BERTScore: cpu | auto | cuda | mps"})
     quantization: str = field(default="none", metadata={
         "help": "none | 4bit (QLoRA: NF4 base weights through bitsandbytes; CUDA only)"})
+    processes: int = field(default=1, metadata={
+        "help": "training processes (DDP through torch.distributed.run: one per GPU, gloo on "
+                "the CPU); each takes train.batch_size examples a step"})
 
     def check(self, key: str) -> None:
+        require(self.processes >= 1, f"{key}.processes", "must be >= 1")
         for name, allowed in (("device", DEVICES), ("metric_device", DEVICES),
                               ("precision", PRECISIONS), ("quantization", QUANTIZATIONS)):
             require(getattr(self, name) in allowed, f"{key}.{name}",

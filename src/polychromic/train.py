@@ -9,8 +9,12 @@ Settings: the `train` section, with the domain's own values (`<domain>.train`) o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -55,6 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoints", help="checkpoint directory (default: <out>.checkpoints)")
     args = parser.parse_args(argv)
     params = read_params()
+    runtime = runtime_config(params)
+    if runtime.processes > 1 and "LOCAL_RANK" not in os.environ:
+        sys.exit(distributed(runtime.processes, sys.argv[1:] if argv is None else argv))
     config = train_config(params, args.domain)
     check_method(args.method)
     domain = load_domain(args.domain, params)
@@ -68,26 +75,30 @@ def main(argv: list[str] | None = None) -> None:
     train_set = encode_records(train, domain, tokenizer, config.max_length, train_path)
     eval_set = encode_records(val, domain, tokenizer, config.max_length, val_path,
                               limit=config.eval_examples)
-    fix_schedule(config, len(train_set))
+    fix_schedule(config, len(train_set), runtime.processes)
     options, logged = {}, {"train": asdict(config) | {"seed": args.seed}}
     if args.method == "polychromic":
         options = polychromic_options(params, tokenizer, domain, train, val)
         logged["polychromic"] = asdict(options["polychromic"])
-    runtime = runtime_config(params)
     model = add_lora(load_model(args.base, runtime=runtime), config.lora_settings, args.seed)
     out = Path(args.out)
-    for leftover in out.parent.glob(f".{out.name}.*"):  # io.atomic_path's, after a kill
-        shutil.rmtree(leftover, ignore_errors=True)
     checkpoints = Path(args.checkpoints or f"{args.out}.checkpoints")
-    start_from = resume.resumable(checkpoints, run_fingerprint(
-        args, params, logged, [train_path, val_path]))
+    # Under `accelerate launch`/torchrun every process runs this; the main one cleans up,
+    # resumes the same checkpoint as the others, and alone writes outputs and MLflow runs.
+    arguments = training_arguments(config, checkpoints, args.seed, runtime)
+    main_process = arguments.process_index == 0
+    with arguments.main_process_first(desc="checkpoints"):
+        for leftover in out.parent.glob(f".{out.name}.*"):  # io.atomic_path's, after a kill
+            shutil.rmtree(leftover, ignore_errors=True)
+        start_from = resume.resumable(checkpoints, run_fingerprint(
+            args, params, logged, [train_path, val_path]))
     keep = ("record_index",) if args.method == "polychromic" else ()
 
-    with tracking.mlflow_run("train", args.domain, args.method, logged, seed=args.seed,
-                             method=args.method):
-        curves = TrainingCurves(args.plots)
+    run = (tracking.mlflow_run("train", args.domain, args.method, logged, seed=args.seed,
+                               method=args.method) if main_process else contextlib.nullcontext())
+    with run:
+        curves = TrainingCurves(args.plots, main_process)
         keeper = resume.CheckpointKeeper(checkpoints)
-        arguments = training_arguments(config, checkpoints, args.seed, runtime)
         trainer = make_trainer(args.method, model, arguments, train_set, eval_set,
                                PadCollator(tokenizer.pad_token_id, keep),
                                [*callbacks_for(config, curves), keeper], **options)
@@ -115,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
                    "best_step": best and resume.step_of(Path(best)),
                    "train_examples": len(train_set), "eval_examples": len(eval_set),
                    "epochs": round(trainer.state.epoch or 0.0, 2), "flags": flags}
+        if not main_process:
+            return
         tracking.log_metrics({"final/eval_loss": final["final_loss"],
                               "final/train_loss": result.training_loss,
                               "final/train_seconds": seconds,
@@ -128,6 +141,14 @@ def main(argv: list[str] | None = None) -> None:
     shutil.rmtree(checkpoints, ignore_errors=True)
     print(f"{args.domain}/{args.method}: {json.dumps(summary)}; {seconds:.1f} s"
           + (f" from step {resume.step_of(start_from)}" if start_from else ""))
+
+
+def distributed(processes: int, argv: list[str]) -> int:
+    """This stage again under torch.distributed.run (what `accelerate launch --multi_gpu`
+    runs), one process per GPU or, on the CPU, per share of the cores; its exit status."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={processes}", "-m", "polychromic.train", *argv]
+    return subprocess.run(command).returncode
 
 
 def run_fingerprint(args, params: dict, logged: dict, data: list[Path]) -> str:

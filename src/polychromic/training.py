@@ -110,10 +110,10 @@ def train_config(params: dict, domain: str) -> TrainConfig:
     return load_section(TrainConfig, {domain: {"train": merged}}, f"{domain}.train")
 
 
-def fix_schedule(config: TrainConfig, train_examples: int) -> TrainConfig:
+def fix_schedule(config: TrainConfig, train_examples: int, processes: int = 1) -> TrainConfig:
     """Turn `epochs` and `warmup_ratio`, where set, into `max_steps` and `warmup_steps` for a
     training set of this size (in place); the Trainer then sees steps only."""
-    per_step = config.batch_size * config.gradient_accumulation
+    per_step = config.batch_size * config.gradient_accumulation * processes
     if config.epochs is not None:
         config.max_steps = max(1, math.ceil(config.epochs * train_examples / per_step))
     if config.warmup_ratio is not None:
@@ -256,9 +256,12 @@ class TrainingCurves(TrainerCallback):
              "diversity_grad_ratio": "train/diversity_grad_ratio",
              "diversity_grad_cosine": "train/diversity_grad_cosine"}
 
-    def __init__(self, plots_dir: str | None):
+    def __init__(self, plots_dir: str | None, main_process: bool = True):
+        """`main_process`: False in the other processes of a distributed run, which log
+        nothing (the Trainer's logged losses are already averaged over processes)."""
         self.live = None
-        if plots_dir is not None:
+        self.main_process = main_process
+        if plots_dir is not None and main_process:
             from dvclive import Live
 
             self.live = Live(dir=plots_dir, dvcyaml=None, save_dvc_exp=False, report=None)
@@ -275,7 +278,7 @@ class TrainingCurves(TrainerCallback):
     def record(self, logs: dict, step: int) -> None:
         values = at_precision({name: float(logs[key]) for key, name in self.NAMES.items()
                                if key in logs})
-        if not values:
+        if not values or not self.main_process:
             return
         tracking.log_metrics(values, step=step)
         if self.live is not None:

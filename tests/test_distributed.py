@@ -1,0 +1,82 @@
+"""Training with `runtime.processes: 2` (DDP under torch.distributed.run, gloo on the CPU):
+the same global batch gives the loss curve of one process, and a polychromic run (each
+process samples for its own prompts) ends with one adapter, written by the main process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.test_resume import PAIRS, curves
+
+# the losses of one and two processes agree to float32 rounding of differently split sums
+TOLERANCE = 1e-5
+
+
+def run(tmp_path, model_dir, name: str, method: str, processes: int, batch_size: int):
+    folder = tmp_path / name
+    (folder / "data").mkdir(parents=True)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["runtime"]["processes"] = processes
+    params["train"].update(max_steps=4, batch_size=batch_size, eval_every=2, learning_rate=0.02,
+                           checkpoint_every=2, eval_examples=4, logging_every=1,
+                           warmup_steps=0, max_length=128)
+    params["train"]["lora"].update(r=2, alpha=4, dropout=0.0)  # dropout: per-process masks
+    params["polychromic"].update(n_generations=2, max_new_tokens=4, eval_prompts=2,
+                                 eval_samples=2, generate_every=1, diversity_metric="distinct")
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    pairs = PAIRS + [(f"{p} (again)", f"{r}!") for p, r in PAIRS]  # 12: 3 steps of 4
+    for split, rows in (("train", pairs), ("val", PAIRS[:4])):
+        (folder / "data" / f"{split}.jsonl").write_text("".join(
+            json.dumps({"id": f"{split}-{i}", "prompt": p, "references": [r], "task": {}}) + "\n"
+            for i, (p, r) in enumerate(rows)))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "polychromic.train", "--domain", "replies", "--method", method,
+         "--seed", "3", "--base", str(model_dir), "--data", "data", "--out", "adapter",
+         "--plots", "plots"], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder, result.stdout
+
+
+def losses(folder):
+    return {name: [float(row[0]) for row in rows[1:]]
+            for name, rows in curves(folder / "plots").items() if name.endswith("loss.tsv")}
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_at_the_same_global_batch(tmp_path, untied_model_dir):
+    one, _ = run(tmp_path, untied_model_dir, "one", "baseline", 1, 4)
+    two, _ = run(tmp_path, untied_model_dir, "two", "baseline", 2, 2)
+    expected, got = losses(one), losses(two)
+    train, val = "plots/metrics/train/loss.tsv", "plots/metrics/eval/loss.tsv"
+    assert set(got) == {train, val} == set(expected)
+    assert [len(v) for v in got.values()] == [len(v) for v in expected.values()] != [0, 0]
+    for name in expected:
+        assert got[name] == pytest.approx(expected[name], rel=TOLERANCE), name
+    # the updates moved the val loss: the curves agree on the steps, not just the start
+    assert abs(expected[val][0] - expected[val][-1]) > 1e-3
+    summary = json.loads((two / "adapter" / "train_summary.json").read_text())
+    assert summary["steps"] == 4 and summary["epochs"] == 1.33  # 4 steps of 4 from 12
+
+
+@pytest.mark.slow
+def test_a_polychromic_run_on_two_processes_saves_one_adapter(tmp_path, untied_model_dir):
+    folder, stdout = run(tmp_path, untied_model_dir, "poly", "polychromic", 2, 2)
+    assert stdout.count("replies/polychromic: ") == 1  # the main process's summary line
+    assert sorted(p.name for p in (folder / "adapter").iterdir()) == [
+        "README.md", "adapter_config.json", "adapter_model.safetensors", "train_summary.json"]
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith((".", "adapter"))) == [
+        "adapter"]  # no checkpoints, no half-written folder
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["polychromic-lora"], output_format="list")
+    assert [(r.data.tags["stage"], r.data.tags["method"]) for r in runs] == [
+        ("train", "polychromic")]
+    assert "train/diversity_score" in runs[0].data.metrics
