@@ -1,10 +1,11 @@
 """Table 2, the ablation sweep: one row per DVC experiment (a command, not a stage).
 
-Runs `dvc exp show --json` in the current directory (with --all-commits, `-A`: also the
-experiments based on older commits) and keeps the workspace (unless it equals HEAD), HEAD,
-every commit that has experiments and every finished or failed experiment. Columns: λ and N,
-the other polychromic params that differ between rows, other params that differ from HEAD,
-then the polychromic system's headline metrics for one domain, the mean over the seed files
+Runs `dvc exp show --json` in the current directory (with --all-commits, `-n 1000`: also the
+experiments based on older commits of HEAD's history, not other branches) and keeps the
+workspace (unless it equals HEAD), HEAD, every commit that has experiments and every
+finished or failed experiment. Columns: λ and N, the other polychromic params that differ
+between rows, other params that differ from HEAD, then the polychromic system's headline
+metrics for one domain, the mean over the seed files
 metrics/<domain>/polychromic/seed<S>.json (or the older metrics/<domain>/polychromic.json),
 and from metrics/<domain>/comparison.json, where a revision has one, polychromic minus
 baseline in semantic diversity with its corrected Wilcoxon p.
@@ -265,7 +266,9 @@ def table2(rows: list[dict], domain: str, tex: bool) -> str:
 
 
 def run_exp_show(all_commits: bool) -> Any:
-    command = ["dvc", "exp", "show", "--json"] + ["-A"] * all_commits
+    # -n, not -A: -A lists every branch's commits newest first, and the workspace's own
+    # commit must come second (exp_rows)
+    command = ["dvc", "exp", "show", "--json"] + ["-n", "1000"] * all_commits
     try:
         done = subprocess.run(command, capture_output=True, text=True, check=False)
     except FileNotFoundError:
@@ -309,7 +312,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="folder for figure2.png/.csv (default: plots/ablations/<domain>)")
     parser.add_argument("--domain", help="default: the first of params.yaml 'domains'")
     parser.add_argument("--all-commits", action="store_true",
-                        help="also experiments based on older commits (dvc exp show -A)")
+                        help="also experiments based on older commits of HEAD's history "
+                        "(dvc exp show -n 1000)")
     parser.add_argument("--exp-show", type=Path,
                         help="read this saved `dvc exp show --json` output instead of running it")
     args = parser.parse_args(argv)
