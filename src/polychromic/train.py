@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     train_set = encode_records(train, domain, tokenizer, config.max_length, train_path)
     eval_set = encode_records(val, domain, tokenizer, config.max_length, val_path,
                               limit=config.eval_examples)
-    fix_schedule(config, len(train_set), runtime.processes)
+    # the processes that share each step (runtime.processes, or a launcher's own)
+    fix_schedule(config, len(train_set), int(os.environ.get("WORLD_SIZE", "1")))
     options, logged = {}, {"train": asdict(config) | {"seed": args.seed}}
     if args.method == "polychromic":
         options = polychromic_options(params, tokenizer, domain, train, val)
