@@ -1,6 +1,6 @@
 """Training with `runtime.processes: 2` (DDP under torch.distributed.run, gloo on the CPU):
-the same global batch gives the loss curve of one process, and a polychromic run (each
-process samples for its own prompts) ends with one adapter, written by the main process."""
+a polychromic run (each process samples for its own prompts) ends with one adapter, written
+by the main process, and the loss curve of one process at the same global batch."""
 
 import json
 import os
@@ -15,6 +15,10 @@ from tests.test_resume import PAIRS, curves
 
 # the losses of one and two processes agree to float32 rounding of differently split sums
 TOLERANCE = 1e-5
+# The term's samples differ between one and two processes (each process draws its own), so
+# the curves are compared with a weight small enough that its share of each update is far
+# below the tolerance; the term is still sampled, scored and backpropagated on every step.
+TINY_WEIGHT = 1e-6
 
 
 def run(tmp_path, model_dir, name: str, method: str, processes: int, batch_size: int):
@@ -27,7 +31,8 @@ def run(tmp_path, model_dir, name: str, method: str, processes: int, batch_size:
                            warmup_steps=0, max_length=128)
     params["train"]["lora"].update(r=2, alpha=4, dropout=0.0)  # dropout: per-process masks
     params["polychromic"].update(n_generations=2, max_new_tokens=4, eval_prompts=2,
-                                 eval_samples=2, generate_every=1, diversity_metric="distinct")
+                                 eval_samples=2, generate_every=1, diversity_metric="distinct",
+                                 diversity_weight=TINY_WEIGHT)
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     pairs = PAIRS + [(f"{p} (again)", f"{r}!") for p, r in PAIRS]  # 12: 3 steps of 4
     for split, rows in (("train", pairs), ("val", PAIRS[:4])):
@@ -50,33 +55,32 @@ def losses(folder):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_at_the_same_global_batch(tmp_path, untied_model_dir):
-    one, _ = run(tmp_path, untied_model_dir, "one", "baseline", 1, 4)
-    two, _ = run(tmp_path, untied_model_dir, "two", "baseline", 2, 2)
+def test_two_processes_save_one_adapter_and_match_one_at_the_same_global_batch(
+        tmp_path, untied_model_dir):
+    one, _ = run(tmp_path, untied_model_dir, "one", "polychromic", 1, 4)
+    two, stdout = run(tmp_path, untied_model_dir, "two", "polychromic", 2, 2)
     expected, got = losses(one), losses(two)
     train, val = "plots/metrics/train/loss.tsv", "plots/metrics/eval/loss.tsv"
-    assert set(got) == {train, val} == set(expected)
-    assert [len(v) for v in got.values()] == [len(v) for v in expected.values()] != [0, 0]
-    for name in expected:
+    assert set(got) == set(expected) >= {train, val}
+    # (the Trainer's loss is averaged over the processes; the term's own curves are not yet)
+    for name in (train, val):
+        assert len(got[name]) == len(expected[name]) > 0, name
         assert got[name] == pytest.approx(expected[name], rel=TOLERANCE), name
     # the updates moved the val loss: the curves agree on the steps, not just the start
     assert abs(expected[val][0] - expected[val][-1]) > 1e-3
     summary = json.loads((two / "adapter" / "train_summary.json").read_text())
     assert summary["steps"] == 4 and summary["epochs"] == 1.33  # 4 steps of 4 from 12
 
-
-@pytest.mark.slow
-def test_a_polychromic_run_on_two_processes_saves_one_adapter(tmp_path, untied_model_dir):
-    folder, stdout = run(tmp_path, untied_model_dir, "poly", "polychromic", 2, 2)
     assert stdout.count("replies/polychromic: ") == 1  # the main process's summary line
-    assert sorted(p.name for p in (folder / "adapter").iterdir()) == [
+    assert sorted(p.name for p in (two / "adapter").iterdir()) == [
         "README.md", "adapter_config.json", "adapter_model.safetensors", "train_summary.json"]
-    assert sorted(p.name for p in folder.iterdir() if p.name.startswith((".", "adapter"))) == [
+    assert sorted(p.name for p in two.iterdir() if p.name.startswith((".", "adapter"))) == [
         "adapter"]  # no checkpoints, no half-written folder
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{two / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["polychromic-lora"], output_format="list")
     assert [(r.data.tags["stage"], r.data.tags["method"]) for r in runs] == [
         ("train", "polychromic")]
-    assert "train/diversity_score" in runs[0].data.metrics
+    # sampled and scored on both processes' steps (the term's value, not its weight)
+    assert runs[0].data.metrics["train/diversity_score"] > 0
