@@ -61,9 +61,12 @@ def test_two_processes_save_one_adapter_and_match_one_at_the_same_global_batch(
     two, stdout = run(tmp_path, untied_model_dir, "two", "polychromic", 2, 2)
     expected, got = losses(one), losses(two)
     train, val = "plots/metrics/train/loss.tsv", "plots/metrics/eval/loss.tsv"
-    assert set(got) == set(expected) >= {train, val}
-    # (the Trainer's loss is averaged over the processes; the term's own curves are not yet)
-    for name in (train, val):
+    quality, combined = (f"plots/metrics/train/{name}_loss.tsv" for name in ("quality",
+                                                                             "combined"))
+    assert set(got) == set(expected) >= {train, val, quality, combined}
+    # the trainer's own curves are averaged over the processes, like the Trainer's loss (the
+    # term's value is of each process's own samples, which differ by design)
+    for name in (train, val, quality, combined):
         assert len(got[name]) == len(expected[name]) > 0, name
         assert got[name] == pytest.approx(expected[name], rel=TOLERANCE), name
     # the updates moved the val loss: the curves agree on the steps, not just the start

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback, set_seed
 
+from polychromic import machine
 from polychromic.config import load_section, override, read_params, run_main
 from polychromic.domains import load_domain
 from polychromic.modeling import PadCollator, load_model, load_tokenizer, prompt_text
@@ -134,6 +135,47 @@ def time_diversity_updates(trainer, model, train_set, tokenizer, repeats: int) -
     return steady(seconds)
 
 
+def measure_limits(device: torch.device, dtype: torch.dtype) -> dict:
+    """This machine's limits where the model runs: matrix-product FLOP/s in the model's
+    dtype and the bytes/s of reading memory (machine.py), on the threads the runs use."""
+    return {"device": str(device), "threads": torch.get_num_threads(), "dtype": str(dtype),
+            "matmul_flops": machine.matmul_peak(dtype=dtype, device=device),
+            "read_bytes_per_second": machine.read_bandwidth(device=device)}
+
+
+def count_step_flops(model, train_set, pad_token_id: int, config: TrainConfig,
+                     batches: int = 3) -> dict:
+    """FLOPs of one LoRA training step (forward and backward of `gradient_accumulation`
+    batches), counted by PyTorch on `batches` batches drawn as a seeded shuffle draws them,
+    and the share of the step's tokens that are not padding."""
+    collator = PadCollator(pad_token_id)
+    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0)).tolist()
+    size = config.batch_size
+    model.train()
+    flops, real, padded = [], 0, 0
+    for i in range(batches):
+        batch = collator([train_set[j] for j in order[i * size:(i + 1) * size]])
+        real += int(batch["attention_mask"].sum())
+        padded += batch["attention_mask"].numel()
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        flops.append(machine.counted_flops(lambda b=batch: model(**b).loss.backward()))
+        model.zero_grad()
+    return {"flops_per_step": statistics.mean(flops) * config.gradient_accumulation,
+            "real_token_share": round(real / padded, 3)}
+
+
+def count_update_flops(trainer, model, train_set, pad_token_id: int) -> int:
+    """FLOPs of one diversity update (sampling, log-probabilities and their backward) on
+    the first batch, counted by PyTorch (the embedder's forward included)."""
+    batch = PadCollator(pad_token_id, ("record_index",))(train_set[:8])
+    batch = {k: v.to(model.device) for k, v in batch.items()}
+    index = batch.pop("record_index")
+    model.train()
+    flops = machine.counted_flops(lambda: trainer.diversity_term(model, batch, index)[0].backward())
+    model.zero_grad()
+    return flops
+
+
 def time_grpo(load, tokenizer, config, trainer, records, domain, steps):
     from datasets import Dataset
     from peft import LoraConfig
@@ -174,34 +216,47 @@ def time_grpo(load, tokenizer, config, trainer, records, domain, steps):
     return steady(timer.seconds)
 
 
-def time_sampling(model, tokenizer, domain, records, n: int, batch_prompts: int) -> dict:
+def time_sampling(model, tokenizer, domain, records, n: int, batch_prompts: int,
+                  limits: dict | None = None) -> dict:
     """The generate stage's sampling: the domain's test-prompt count (from `records`) x n
-    samples, `batch_prompts` prompts per batch, after one warm-up batch."""
+    samples, `batch_prompts` prompts per batch, after one warm-up batch; with the machine's
+    `limits`, also the roofline of the same batches (machine.sampling_bound_seconds)."""
     settings = domain.sampling
     texts = [prompt_text(tokenizer, domain.messages(r), domain.assistant_prefix(r))
              for r in records[:settings.test_prompts]]
     tokenizer.padding_side = "left"
     generator = torch.Generator().manual_seed(0)
 
-    def run(batch: list[str]) -> int:
+    def run(batch: list[str]) -> tuple[int, int, list[int]]:
+        """The batch's prompts, padded width and sample lengths (new tokens)."""
         encoded = tokenizer(batch, return_tensors="pt", padding=True,
                             add_special_tokens=False).to(model.device)
         ids = sample_ids(model, encoded["input_ids"], encoded["attention_mask"], n,
                          temperature=settings.temperature, top_k=settings.top_k,
                          top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
                          eos_token_id=tokenizer.eos_token_id, generator=generator)
-        return sum(len(row) for row in ids)
+        return len(batch), encoded["input_ids"].shape[1], [len(row) for row in ids]
 
     model.eval()
     run(texts[:batch_prompts])
     synchronize()
-    started, tokens = time.perf_counter(), 0
-    for start in range(0, len(texts), batch_prompts):
-        tokens += run(texts[start:start + batch_prompts])
+    started = time.perf_counter()
+    batches = [run(texts[start:start + batch_prompts])
+               for start in range(0, len(texts), batch_prompts)]
     synchronize()
     seconds = time.perf_counter() - started
-    return {"prompts": len(texts), "samples": len(texts) * n, "tokens": tokens,
-            "seconds": round(seconds, 2), "tokens_per_second": round(tokens / seconds, 1)}
+    tokens = sum(sum(lengths) for _, _, lengths in batches)
+    result = {"prompts": len(texts), "samples": len(texts) * n, "tokens": tokens,
+              "batch_rows": min(batch_prompts, len(texts)) * n,
+              "seconds": round(seconds, 2), "tokens_per_second": round(tokens / seconds, 1)}
+    if limits:
+        shape = machine.DecodeShape.of(model)
+        bound = sum(machine.sampling_bound_seconds(shape, *batch, limits["matmul_flops"],
+                                                   limits["read_bytes_per_second"])
+                    for batch in batches)
+        result |= {"roofline_tokens_per_second": round(tokens / bound, 1),
+                   "share_of_roofline": round(bound / seconds, 3)}
+    return result
 
 
 def time_sandbox(params: dict, repeats: int) -> dict:
@@ -254,11 +309,17 @@ def main(argv: list[str] | None = None) -> None:
     train_set = encode_records(records[0], domain, tokenizer, config.max_length, train_path)
 
     runtime = runtime_config(params)
+    # the dtype the matrix products run in: autocast's where it is on, else the weights'
+    compute = {"bf16": "bfloat16", "fp16": "float16"}.get(runtime.mixed_precision(), args.dtype)
+    limits = measure_limits(torch.device(runtime.model_device()), getattr(torch, compute))
     load = model_loader(args.base, args.random_weights, args.dtype, runtime)
     common = (config, params, tokenizer, train_set, load, domain, records, args.steps)
     baseline, _, _ = time_training("baseline", *common)
     polychromic, trainer, model = time_training("polychromic", *common)
     update = time_diversity_updates(trainer, model, train_set, tokenizer, repeats=5)
+    step = count_step_flops(model, train_set, tokenizer.pad_token_id, config)
+    update_flops = count_update_flops(trainer, model, train_set, tokenizer.pad_token_id)
+    peak, every = limits["matmul_flops"], trainer.polychromic.generate_every
     device = (torch.cuda.get_device_name() if torch.cuda.is_available()
               else f"cpu x{torch.get_num_threads()}")
     result = {"device": device, "weights": "random" if args.random_weights else "checkpoint",
@@ -273,6 +334,15 @@ def main(argv: list[str] | None = None) -> None:
               "polychromic_seconds_per_step": round(polychromic, 2),
               "polychromic_over_baseline": round(polychromic / baseline, 2),
               "diversity_update_seconds": round(update, 2),
+              "limits": {k: round(v / 1e9, 1) if isinstance(v, float) else v
+                         for k, v in limits.items()},  # GFLOP/s, GB/s
+              "training": {"gflop_per_lora_step": round(step["flops_per_step"] / 1e9, 1),
+                           "gflop_per_diversity_update": round(update_flops / 1e9, 1),
+                           "real_token_share": step["real_token_share"],
+                           "lora_mfu": round(step["flops_per_step"] / baseline / peak, 3),
+                           "polychromic_mfu": round((step["flops_per_step"] + update_flops
+                                                     / every) / polychromic / peak, 3),
+                           "diversity_update_mfu": round(update_flops / update / peak, 3)},
               "polychromic": {k: getattr(trainer.polychromic, k) for k in (
                   "n_generations", "prompts_per_step", "generate_every", "diversity_metric")}
               | {"max_new_tokens": trainer.sampling.max_new_tokens}}
@@ -282,7 +352,8 @@ def main(argv: list[str] | None = None) -> None:
         with runtime.autocast():
             result["sampling"] = time_sampling(model, tokenizer, domain, records[1],
                                                int(generate.get("n", 10)),
-                                               int(generate.get("batch_prompts", 20)))
+                                               int(generate.get("batch_prompts", 20)),
+                                               limits)
     if torch.cuda.is_available():
         result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
     if args.trl:

@@ -241,8 +241,10 @@ def cached_call(request: dict, key: str, call: Caller,
 def judge_pairs(pairs: list[tuple[int, dict, dict]], config: JudgeConfig, rubric: Rubric,
                 call: Caller, names: tuple[str, str]) -> tuple[list[dict], int]:
     """One judgement record per pair, and the number of cache hits."""
+    from tqdm import tqdm
+
     records, hits = [], 0
-    for seed, row_a, row_b in pairs:
+    for seed, row_a, row_b in tqdm(pairs, desc="judge", unit="pair"):
         first = a_goes_first(config.seed, seed, row_a["id"])
         slots = (row_a, row_b) if first else (row_b, row_a)
         request = build_request(config, rubric, row_a["prompt"], slots[0]["samples"][0],

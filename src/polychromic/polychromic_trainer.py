@@ -338,8 +338,14 @@ class PolychromicTrainer(Trainer):
     # -- logging, evaluation, red flags --------------------------------------------------
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs and self.logged:
-            for key, values in self.logged.items():
-                logs[key] = float(np.mean(values))
+            means = {key: float(np.mean(values)) for key, values in sorted(self.logged.items())}
+            if self.accelerator.num_processes > 1:
+                # every process logs the same keys at the same steps (sampling follows the
+                # global step); the curves are of all processes' batches, like `loss`
+                local = torch.tensor(list(means.values()), device=self.args.device)
+                means = dict(zip(means, self.accelerator.reduce(local, "mean").tolist(),
+                                 strict=True))
+            logs |= means
             self.logged.clear()
             self.last_train_loss = logs["quality_loss"]
             score = logs.get("diversity_score")

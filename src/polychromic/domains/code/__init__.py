@@ -232,9 +232,13 @@ class CodeChecker(Checker):
         return programs
 
     def run(self, items, visible: bool):
+        from tqdm import tqdm
+
         programs = self.programs(items, visible)
-        outcomes = iter(zip(programs, self.sandbox.run(programs), strict=True))
-        return [[next(outcomes) for _ in samples] for _, samples in items]
+        # a bar where a person waits (evaluate); none for the trainer's few rewards a step
+        with tqdm(total=len(programs), desc="execute", unit="program", disable=visible) as bar:
+            outcomes = iter(zip(programs, self.sandbox.run(programs, bar.update), strict=True))
+            return [[next(outcomes) for _ in samples] for _, samples in items]
 
     def verdicts(self, items):
         return [[Verdict(outcome.all_passed, {"parses": float(parses(program.code)),
