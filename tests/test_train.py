@@ -9,6 +9,7 @@ from polychromic.config import load_section
 from polychromic.domains.replies import Replies
 from polychromic.modeling import IGNORE_INDEX, PadCollator, encode_example, load_model, prompt_text
 from polychromic.training import TrainConfig, add_lora, make_trainer, training_arguments
+from tests.conftest import REPO
 
 DOMAIN = Replies("replies", {})
 PAIRS = [("hi, how are you?", "good thanks, you?"),
@@ -98,3 +99,29 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_model_dir, tmp_path):
     assert moved
     for name in moved:
         torch.testing.assert_close(big[name], accumulated[name], rtol=1e-4, atol=1e-7)
+
+
+def test_the_saved_adapter_config_does_not_depend_on_the_hash_seed(tiny_model_dir, tmp_path):
+    """peft keeps target_modules in a set; saved as it iterates, the adapter's bytes (and
+    its hash in dvc.lock) would change with each process's PYTHONHASHSEED."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from polychromic.config import load_section;"
+        "from polychromic.modeling import load_model;"
+        "from polychromic.training import TrainConfig, add_lora, save_adapter;"
+        "config = load_section(TrainConfig, {'train': {'lora': {'target_modules': "
+        "['q_proj', 'k_proj', 'v_proj', 'o_proj', 'up_proj']}}}, 'train');"
+        "model = add_lora(load_model(sys.argv[1]), config.lora_settings, 0);"
+        "save_adapter(model, sys.argv[2])")
+    written = []
+    for seed in ("1", "2", "3"):
+        out = tmp_path / seed
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO / "src")}
+        subprocess.run([sys.executable, "-c", script, str(tiny_model_dir), str(out)], env=env,
+                       check=True, timeout=300)
+        written.append((out / "adapter_config.json").read_bytes())
+    assert written[0] == written[1] == written[2]
+    assert b'"k_proj",\n    "o_proj",\n    "q_proj",\n    "up_proj",\n    "v_proj"' in written[0]

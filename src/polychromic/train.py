@@ -39,6 +39,7 @@ from polychromic.training import (
     make_trainer,
     polychromic_options,
     read_records,
+    save_adapter,
     train_config,
     training_arguments,
 )
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         curves.finish({"final": {"eval_loss": final["final_loss"]},
                        "flags": {k: int(v) for k, v in flags.items()}})
         with atomic_path(args.out) as tmp:
-            trainer.model.save_pretrained(tmp)
+            save_adapter(trainer.model, tmp)
             (tmp / "train_summary.json").write_text(json.dumps(at_precision(summary), indent=2)
                                                     + "\n")
     shutil.rmtree(checkpoints, ignore_errors=True)

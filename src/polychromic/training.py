@@ -159,6 +159,17 @@ def add_lora(model, settings: LoraSettings, seed: int):
         raise UserError(f"params.yaml: 'train.lora.target_modules': {err}") from None
 
 
+def save_adapter(model, folder: Path) -> None:
+    """The adapter's weights and config, with the config's sets (target_modules) sorted:
+    peft writes a set in its iteration order, which follows each process's hash seed, and
+    would give the same adapter a new hash in dvc.lock on every run."""
+    for config in model.peft_config.values():
+        for name, value in vars(config).items():
+            if isinstance(value, set):
+                setattr(config, name, sorted(value))
+    model.save_pretrained(folder)
+
+
 def training_arguments(config: TrainConfig, output_dir: Path, seed: int,
                        runtime: Runtime | None = None):
     from transformers import TrainingArguments
