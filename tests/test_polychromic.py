@@ -11,7 +11,13 @@ from polychromic import metrics
 from polychromic.config import UserError, load_section
 from polychromic.domains import Sampling
 from polychromic.domains.replies import Replies
-from polychromic.modeling import PadCollator, encode_example, load_model, prompt_text
+from polychromic.modeling import (
+    PackCollator,
+    PadCollator,
+    encode_example,
+    load_model,
+    prompt_text,
+)
 from polychromic.polychromic_trainer import PolychromicConfig, PolychromicTrainer
 from polychromic.sampling import next_token_distribution
 from polychromic.training import LoraSettings, add_lora
@@ -62,7 +68,8 @@ def trainer_for(tmp_path, tokenizer, model, data, polychromic, steps=1, lr=1e-3,
 
 def on_device(model, batch: dict) -> dict:
     """The batch where the model is (the Trainer does this for the batches it makes)."""
-    return {k: v.to(model.device) for k, v in batch.items()}
+    return {k: v.to(model.device) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()}
 
 
 def lora_parameters(model):
@@ -290,6 +297,26 @@ def test_sample_logprobs_are_those_of_the_truncated_distribution_sampled_from(
             assert probs[0, where] > 0  # the sampler could draw it
             assert logprobs[row, t].item() == pytest.approx(probs[0, where].log().item(),
                                                             abs=1e-4)
+
+
+def test_a_packed_batch_gives_the_padded_batchs_prompts_and_term(untied_model_dir, tmp_path,
+                                                                 embedder):
+    """train.py packs its batches (PackCollator): the term samples from the same prompts,
+    and, from the same random state, gives the same value as on the padded batch."""
+    tokenizer, model, data, config = setup(untied_model_dir, n_generations=3,
+                                           prompts_per_step=3, diversity_metric="semantic")
+    trainer = trainer_for(tmp_path, tokenizer, model, data, config, embedder=embedder)
+    padded = on_device(model, PadCollator(tokenizer.pad_token_id)(data[:4]))
+    packed = on_device(model, PackCollator()(data[:4]))
+    for got, expected in zip(trainer.batch_prompts(packed, 3), trainer.batch_prompts(padded, 3),
+                             strict=True):
+        assert torch.equal(got, expected)
+    terms = []
+    for batch in (padded, packed):
+        trainer.scaler.running_ms = 0.01
+        trainer.generator.manual_seed(5)
+        terms.append(trainer.diversity_term(model, batch)[0].item())
+    assert terms[0] != 0 and terms[0] == terms[1]
 
 
 def test_set_objective_rewards_come_from_the_domain_checker(untied_model_dir, tmp_path,

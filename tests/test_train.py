@@ -7,7 +7,15 @@ from transformers.training_args import OptimizerNames
 
 from polychromic.config import load_section
 from polychromic.domains.replies import Replies
-from polychromic.modeling import IGNORE_INDEX, PadCollator, encode_example, load_model, prompt_text
+from polychromic.modeling import (
+    IGNORE_INDEX,
+    PackCollator,
+    PadCollator,
+    causal_lm_loss,
+    encode_example,
+    load_model,
+    prompt_text,
+)
 from polychromic.training import TrainConfig, add_lora, make_trainer, training_arguments
 from tests.conftest import REPO
 
@@ -57,7 +65,7 @@ def test_max_grad_norm_is_the_trainers_clipping(tmp_path):
         assert training_arguments(config, tmp_path, seed=0).max_grad_norm == value
 
 
-def run_training(tiny_model_dir, tmp_path, config, optim=None):
+def run_training(tiny_model_dir, tmp_path, config, optim=None, collator=None):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = add_lora(load_model(tiny_model_dir), config.lora_settings, seed=0)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -68,7 +76,7 @@ def run_training(tiny_model_dir, tmp_path, config, optim=None):
         args.optim = optim
     data = encoded(tokenizer)
     trainer = make_trainer("baseline", model, args, data, data[:2],
-                           PadCollator(tokenizer.pad_token_id), callbacks=[])
+                           collator or PackCollator(), callbacks=[])
     trainer.train()
     after = dict(model.named_parameters())
     return before, after
@@ -99,6 +107,50 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_model_dir, tmp_path):
     assert moved
     for name in moved:
         torch.testing.assert_close(big[name], accumulated[name], rtol=1e-4, atol=1e-7)
+
+
+def test_a_packed_batch_has_the_padded_batchs_loss_and_gradient(tiny_model_dir):
+    """PackCollator (examples end to end, logits only where a label is predicted) against
+    PadCollator and transformers' own loss on the same fixed batch of unequal lengths:
+    the same loss and LoRA gradient, so packing changes the cost, not the training."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = add_lora(load_model(tiny_model_dir), tiny_config().lora_settings, seed=0)
+    for module in model.modules():  # lora_B starts at 0: move it so every gradient is live
+        if hasattr(module, "lora_B"):
+            torch.nn.init.normal_(module.lora_B["default"].weight, std=0.1)
+    data = encoded(tokenizer)
+    assert len({len(example["input_ids"]) for example in data}) > 1
+
+    def loss_and_gradient(batch, loss_of):
+        model.zero_grad()
+        loss = loss_of(batch)
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    padded = PadCollator(tokenizer.pad_token_id)(data)
+    packed = PackCollator()(data)
+    assert packed["input_ids"].shape == (1, sum(len(e["input_ids"]) for e in data))
+    labelled = sum(sum(label != IGNORE_INDEX for label in e["labels"][1:]) for e in data)
+    assert packed["logits_to_keep"].numel() == labelled
+    reference = loss_and_gradient(padded, lambda b: model(**b).loss)  # transformers' loss
+    for batch in (padded, packed):
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        loss, gradient = loss_and_gradient(
+            inputs, lambda b, y=batch["labels"]: causal_lm_loss(model(**b), y))
+        assert abs(loss - reference[0]) < 1e-5 * reference[0]
+        for mine, theirs in zip(gradient, reference[1], strict=True):
+            torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_training_on_packed_batches_takes_the_padded_batches_step(tiny_model_dir, tmp_path):
+    """Two SGD steps through the Trainer: packed and padded batches move the weights alike."""
+    sgd = OptimizerNames.SGD
+    _, packed = run_training(tiny_model_dir, tmp_path / "a", tiny_config(max_steps=2), sgd)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    _, padded = run_training(tiny_model_dir, tmp_path / "b", tiny_config(max_steps=2), sgd,
+                             PadCollator(tokenizer.pad_token_id))
+    for name in (n for n in packed if "lora_" in n):
+        torch.testing.assert_close(packed[name], padded[name], rtol=1e-4, atol=1e-7)
 
 
 def test_the_saved_adapter_config_does_not_depend_on_the_hash_seed(tiny_model_dir, tmp_path):

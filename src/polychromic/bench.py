@@ -40,7 +40,14 @@ from transformers import TrainerCallback, set_seed
 from polychromic import machine
 from polychromic.config import load_section, override, read_params, run_main
 from polychromic.domains import load_domain
-from polychromic.modeling import PadCollator, load_model, load_tokenizer, prompt_text
+from polychromic.modeling import (
+    PackCollator,
+    PadCollator,
+    causal_lm_loss,
+    load_model,
+    load_tokenizer,
+    prompt_text,
+)
 from polychromic.runtime import Runtime, runtime_config
 from polychromic.sampling import sample_ids
 from polychromic.training import (
@@ -113,17 +120,17 @@ def time_training(method, config, params, tokenizer, train_set, load, domain, re
         keep = ("record_index",) if method == "polychromic" else ()
         timer = StepTimer()
         trainer = make_trainer(method, model, args, train_set, None,
-                               PadCollator(tokenizer.pad_token_id, keep), [timer], **options)
+                               PackCollator(keep), [timer], **options)
         trainer.train()
     return mean_step(timer.seconds), trainer, model
 
 
 def time_diversity_updates(trainer, model, train_set, tokenizer, repeats: int) -> float:
-    collator = PadCollator(tokenizer.pad_token_id, ("record_index",))
+    collator = PackCollator(("record_index",))
     model.train()
     seconds = []
     for i in range(repeats + 1):
-        batch = {k: v.to(model.device) for k, v in collator(train_set[i * 8:(i + 1) * 8]).items()}
+        batch = on_device(collator(train_set[i * 8:(i + 1) * 8]), model.device)
         index = batch.pop("record_index")
         synchronize()
         started = time.perf_counter()
@@ -143,32 +150,62 @@ def measure_limits(device: torch.device, dtype: torch.dtype) -> dict:
             "read_bytes_per_second": machine.read_bandwidth(device=device)}
 
 
+def giga(value):
+    """Limits in GFLOP/s and GB/s, 1 decimal."""
+    if isinstance(value, dict):
+        return {k: giga(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [giga(v) for v in value]
+    return round(value / 1e9, 1) if isinstance(value, float) else value
+
+
+def higher_limits(before: dict, after: dict) -> dict:
+    """The limits measured before and after the runs, the higher of each kept: a shared
+    cloud CPU's speed drifts by tens of percent within minutes, and a ratio to the lower
+    would flatter the runs."""
+    return before | {key: max(before[key], after[key])
+                     for key in ("matmul_flops", "read_bytes_per_second")} | {
+        "measured": {key: [before[key], after[key]]
+                     for key in ("matmul_flops", "read_bytes_per_second")}}
+
+
+def on_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def count_step_flops(model, train_set, pad_token_id: int, config: TrainConfig,
                      batches: int = 3) -> dict:
-    """FLOPs of one LoRA training step (forward and backward of `gradient_accumulation`
-    batches), counted by PyTorch on `batches` batches drawn as a seeded shuffle draws them,
-    and the share of the step's tokens that are not padding."""
-    collator = PadCollator(pad_token_id)
+    """FLOPs of one LoRA training step as train.py runs it (forward and backward of
+    `gradient_accumulation` packed batches), counted by PyTorch on `batches` batches drawn as
+    a seeded shuffle draws them; and, for comparison, the same batches padded (PadCollator,
+    logits everywhere: the layout before packing) and the share of their tokens that is
+    not padding."""
     order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0)).tolist()
     size = config.batch_size
     model.train()
-    flops, real, padded = [], 0, 0
+    flops = {"packed": [], "padded": []}
+    real = padded = 0
     for i in range(batches):
-        batch = collator([train_set[j] for j in order[i * size:(i + 1) * size]])
-        real += int(batch["attention_mask"].sum())
-        padded += batch["attention_mask"].numel()
-        batch = {k: v.to(model.device) for k, v in batch.items()}
-        flops.append(machine.counted_flops(lambda b=batch: model(**b).loss.backward()))
-        model.zero_grad()
-    return {"flops_per_step": statistics.mean(flops) * config.gradient_accumulation,
-            "real_token_share": round(real / padded, 3)}
+        features = [train_set[j] for j in order[i * size:(i + 1) * size]]
+        layouts = (("packed", PackCollator()), ("padded", PadCollator(pad_token_id)))
+        for layout, collator in layouts:
+            batch = on_device(collator(features), model.device)
+            labels = batch.pop("labels")
+            flops[layout].append(machine.counted_flops(
+                lambda b=batch, y=labels: causal_lm_loss(model(**b), y).backward()))
+            model.zero_grad()
+            if layout == "padded":
+                real += int(batch["attention_mask"].sum())
+                padded += batch["attention_mask"].numel()
+    steps = {k: statistics.mean(v) * config.gradient_accumulation for k, v in flops.items()}
+    return {"flops_per_step": steps["packed"], "padded_flops_per_step": steps["padded"],
+            "padded_real_token_share": round(real / padded, 3)}
 
 
-def count_update_flops(trainer, model, train_set, pad_token_id: int) -> int:
+def count_update_flops(trainer, model, train_set) -> int:
     """FLOPs of one diversity update (sampling, log-probabilities and their backward) on
     the first batch, counted by PyTorch (the embedder's forward included)."""
-    batch = PadCollator(pad_token_id, ("record_index",))(train_set[:8])
-    batch = {k: v.to(model.device) for k, v in batch.items()}
+    batch = on_device(PackCollator(("record_index",))(train_set[:8]), model.device)
     index = batch.pop("record_index")
     model.train()
     flops = machine.counted_flops(lambda: trainer.diversity_term(model, batch, index)[0].backward())
@@ -311,14 +348,16 @@ def main(argv: list[str] | None = None) -> None:
     runtime = runtime_config(params)
     # the dtype the matrix products run in: autocast's where it is on, else the weights'
     compute = {"bf16": "bfloat16", "fp16": "float16"}.get(runtime.mixed_precision(), args.dtype)
-    limits = measure_limits(torch.device(runtime.model_device()), getattr(torch, compute))
+    where = (torch.device(runtime.model_device()), getattr(torch, compute))
+    limits = measure_limits(*where)
     load = model_loader(args.base, args.random_weights, args.dtype, runtime)
     common = (config, params, tokenizer, train_set, load, domain, records, args.steps)
     baseline, _, _ = time_training("baseline", *common)
     polychromic, trainer, model = time_training("polychromic", *common)
     update = time_diversity_updates(trainer, model, train_set, tokenizer, repeats=5)
     step = count_step_flops(model, train_set, tokenizer.pad_token_id, config)
-    update_flops = count_update_flops(trainer, model, train_set, tokenizer.pad_token_id)
+    update_flops = count_update_flops(trainer, model, train_set)
+    limits = higher_limits(limits, measure_limits(*where))
     peak, every = limits["matmul_flops"], trainer.polychromic.generate_every
     device = (torch.cuda.get_device_name() if torch.cuda.is_available()
               else f"cpu x{torch.get_num_threads()}")
@@ -334,11 +373,12 @@ def main(argv: list[str] | None = None) -> None:
               "polychromic_seconds_per_step": round(polychromic, 2),
               "polychromic_over_baseline": round(polychromic / baseline, 2),
               "diversity_update_seconds": round(update, 2),
-              "limits": {k: round(v / 1e9, 1) if isinstance(v, float) else v
-                         for k, v in limits.items()},  # GFLOP/s, GB/s
+              "limits": giga(limits),  # GFLOP/s, GB/s
               "training": {"gflop_per_lora_step": round(step["flops_per_step"] / 1e9, 1),
                            "gflop_per_diversity_update": round(update_flops / 1e9, 1),
-                           "real_token_share": step["real_token_share"],
+                           "gflop_per_padded_lora_step": round(
+                               step["padded_flops_per_step"] / 1e9, 1),
+                           "padded_real_token_share": step["padded_real_token_share"],
                            "lora_mfu": round(step["flops_per_step"] / baseline / peak, 3),
                            "polychromic_mfu": round((step["flops_per_step"] + update_flops
                                                      / every) / polychromic / peak, 3),

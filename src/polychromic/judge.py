@@ -244,7 +244,8 @@ def judge_pairs(pairs: list[tuple[int, dict, dict]], config: JudgeConfig, rubric
     from tqdm import tqdm
 
     records, hits = [], 0
-    for seed, row_a, row_b in tqdm(pairs, desc="judge", unit="pair"):
+    # on a terminal only (disable=None): a failed request's one-line error stays one line
+    for seed, row_a, row_b in tqdm(pairs, desc="judge", unit="pair", disable=None):
         first = a_goes_first(config.seed, seed, row_a["id"])
         slots = (row_a, row_b) if first else (row_b, row_a)
         request = build_request(config, rubric, row_a["prompt"], slots[0]["samples"][0],

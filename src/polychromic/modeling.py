@@ -57,6 +57,50 @@ class PadCollator:
         return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
 
 
+class PackCollator:
+    """A batch's examples end to end in one row, without padding: `position_ids` restart at 0
+    at each example, from which transformers builds a block-diagonal causal mask (each
+    example attends only to itself); the first label of each example is ignored, so that
+    no example predicts from the one before it. `logits_to_keep` lists the positions that
+    predict a label, so the model computes logits (49k-wide in SmolLM2) only there;
+    `causal_lm_loss` is the loss of such a batch. `keep` as in PadCollator. The same loss and
+    gradient as a padded batch (tests/test_train.py), with no FLOPs spent on padding."""
+
+    def __init__(self, keep: tuple[str, ...] = ()):
+        self.keep = keep
+
+    def __call__(self, features: list[dict[str, list[int]]]) -> dict:
+        input_ids, labels, positions = [], [], []
+        for f in features:
+            input_ids += f["input_ids"]
+            labels += [IGNORE_INDEX] + f["labels"][1:]
+            positions += range(len(f["input_ids"]))
+        batch = {"input_ids": [input_ids], "labels": [labels], "position_ids": [positions]}
+        batch = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+        batch["logits_to_keep"] = (batch["labels"][0, 1:] != IGNORE_INDEX).nonzero()[:, 0]
+        batch["use_cache"] = False  # transformers reads packed examples only without a cache
+        batch.update({name: torch.tensor([f[name] for f in features], dtype=torch.long)
+                      for name in self.keep})
+        return batch
+
+
+def causal_lm_loss(outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+    """Next-token cross-entropy of a batch from PackCollator (logits at the positions that
+    predict a label) or PadCollator (logits everywhere), as transformers computes it: summed
+    over the labelled tokens and divided by `num_items_in_batch` (the labelled tokens of the
+    whole accumulated batch) when the Trainer gives it, else their mean."""
+    shifted = labels[..., 1:]
+    labelled = shifted != IGNORE_INDEX
+    logits = outputs.logits
+    if logits.shape[1] == labels.shape[1]:  # a padded batch: every position's logits
+        logits = logits[:, :-1][labelled]
+    logits = logits.reshape(-1, logits.shape[-1]).float()
+    total = torch.nn.functional.cross_entropy(logits, shifted[labelled], reduction="sum")
+    if num_items_in_batch is None:
+        return total / labelled.sum()
+    return total / num_items_in_batch
+
+
 def load_tokenizer(base_dir: str | Path):
     from transformers import AutoTokenizer
 

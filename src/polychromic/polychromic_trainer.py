@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -143,6 +144,17 @@ def parameter_gradients(loss: torch.Tensor, params: list[torch.Tensor]) -> list[
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 
 
+def batch_examples(inputs) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(input ids, labels) of each example of a batch: the rows of a padded batch (padding
+    included), the stretches between position 0s of a packed one."""
+    if "position_ids" not in inputs:
+        yield from zip(inputs["input_ids"], inputs["labels"], strict=True)
+        return
+    starts = (inputs["position_ids"][0] == 0).nonzero()[:, 0].tolist()
+    for start, end in zip(starts, starts[1:] + [inputs["input_ids"].shape[1]], strict=True):
+        yield inputs["input_ids"][0, start:end], inputs["labels"][0, start:end]
+
+
 class PolychromicTrainer(Trainer):
     def __init__(self, *args, polychromic: PolychromicConfig, tokenizer, embedder=None,
                  checker=None, records: list[dict] = (), sampling: Sampling | None = None,
@@ -191,7 +203,8 @@ class PolychromicTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         record_index = inputs.pop("record_index", None)
-        out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # a copy: the Trainer takes the labels out of what it is given
+        out = super().compute_loss(model, dict(inputs), return_outputs, num_items_in_batch)
         quality = out[0] if return_outputs else out
         config = self.polychromic
         # The Trainer divides the loss by the accumulation steps itself unless the model's loss
@@ -231,7 +244,7 @@ class PolychromicTrainer(Trainer):
 
     def diversity_term(self, model, inputs, record_index=None) -> tuple[torch.Tensor, float]:
         config = self.polychromic
-        rows = min(config.prompts_per_step, len(inputs["input_ids"]))
+        rows = min(config.prompts_per_step, sum(1 for _ in batch_examples(inputs)))
         prompt_ids, prompt_mask = self.batch_prompts(inputs, rows)
         # Under DDP each process samples for its own prompts with the module itself: the
         # term's gradient is taken apart (split_gradients), and the backward of their sum is
@@ -287,16 +300,17 @@ class PolychromicTrainer(Trainer):
         return [cut_at_stop(text, self.stop).strip() for text in texts]
 
     def batch_prompts(self, inputs, rows: int):
-        """Left-padded prompt tokens of the first `rows` examples."""
-        labels = inputs["labels"][:rows]
-        starts = (labels != IGNORE_INDEX).int().argmax(-1).tolist()
-        width = max(starts)
-        pad = self.tok.pad_token_id
-        ids = torch.full((rows, width), pad, dtype=torch.long, device=labels.device)
-        mask = torch.zeros((rows, width), dtype=torch.long, device=labels.device)
-        for r, start in enumerate(starts):
-            ids[r, width - start:] = inputs["input_ids"][r, :start]
-            mask[r, width - start:] = 1
+        """Left-padded prompt tokens (those before the first label) of the first `rows`
+        examples of a padded batch or of a packed one (PackCollator)."""
+        prompts = [ids[:int((labels != IGNORE_INDEX).int().argmax())]
+                   for ids, labels in list(batch_examples(inputs))[:rows]]
+        width = max(len(prompt) for prompt in prompts)
+        device = inputs["input_ids"].device
+        ids = torch.full((rows, width), self.tok.pad_token_id, dtype=torch.long, device=device)
+        mask = torch.zeros((rows, width), dtype=torch.long, device=device)
+        for r, prompt in enumerate(prompts):
+            ids[r, width - len(prompt):] = prompt
+            mask[r, width - len(prompt):] = 1
         return ids, mask
 
     def sample(self, model, prompt_ids, prompt_mask, n):

@@ -24,7 +24,7 @@ from polychromic import tracking
 from polychromic.config import help_text, read_params, run_main
 from polychromic.domains import load_domain
 from polychromic.io import at_precision, atomic_path
-from polychromic.modeling import PadCollator, load_model, load_tokenizer
+from polychromic.modeling import PackCollator, load_model, load_tokenizer
 from polychromic.runtime import runtime_config
 from polychromic.training import (
     METHODS,
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         curves = TrainingCurves(args.plots, main_process)
         keeper = resume.CheckpointKeeper(checkpoints)
         trainer = make_trainer(args.method, model, arguments, train_set, eval_set,
-                               PadCollator(tokenizer.pad_token_id, keep),
+                               PackCollator(keep),
                                [*callbacks_for(config, curves), keeper], **options)
         keeper.trainer = trainer
         if start_from is not None:

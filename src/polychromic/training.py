@@ -24,7 +24,7 @@ from polychromic import tracking
 from polychromic.config import UserError, load_section, require
 from polychromic.domains import RECORD_FIELDS, Domain, Record
 from polychromic.io import at_precision, read_jsonl
-from polychromic.modeling import encode_example, prompt_text
+from polychromic.modeling import causal_lm_loss, encode_example, prompt_text
 from polychromic.runtime import Runtime, runtime_config
 
 METHODS = ("baseline", "polychromic")
@@ -219,7 +219,8 @@ def make_trainer(method: str, model, args, train_set, eval_set, collator, callba
 
     check_method(method)
     common = {"model": model, "args": args, "train_dataset": train_set,
-              "eval_dataset": eval_set, "data_collator": collator, "callbacks": callbacks}
+              "eval_dataset": eval_set, "data_collator": collator, "callbacks": callbacks,
+              "compute_loss_func": causal_lm_loss}
     if method == "baseline":
         return Trainer(**common)
     from polychromic.polychromic_trainer import PolychromicTrainer
