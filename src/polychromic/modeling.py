@@ -64,7 +64,8 @@ class PackCollator:
     no example predicts from the one before it. `logits_to_keep` lists the positions that
     predict a label, so the model computes logits (49k-wide in SmolLM2) only there;
     `causal_lm_loss` is the loss of such a batch. `keep` as in PadCollator. The same loss and
-    gradient as a padded batch (tests/test_train.py), with no FLOPs spent on padding."""
+    gradient as a padded batch (tests/test_train.py), with no FLOPs spent on padding; with
+    dropout on, its masks fall on other elements (another draw, not the padded run's)."""
 
     def __init__(self, keep: tuple[str, ...] = ()):
         self.keep = keep
