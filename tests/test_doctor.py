@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from polychromic import doctor
@@ -87,10 +88,18 @@ def test_main_lists_every_check_and_fails_on_a_missing_requirement(tmp_path):
                       "data qa": "ok", "device": "ok", "dvc remote": "warn",
                       "mlflow store": "MISSING", "judge": "MISSING"}
     assert result.stdout.splitlines()[-1] == "2 required thing(s) missing"
-    # bad params: one line naming the key, nothing else checked
+
+
+
+def test_bad_params_are_one_line_naming_the_key(tmp_path, monkeypatch, capsys):
+    """Nothing else is checked (in this process: the command line is tested above)."""
+    params = params_with(domains=["qa"])
     params["train"]["learning_rate"] = -1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run([sys.executable, "-m", "polychromic.doctor"], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1
-    assert "MISSING  params: params.yaml: 'train.learning_rate' must be > 0" in result.stdout
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        doctor.main([])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "MISSING  params: params.yaml: 'train.learning_rate' must be > 0",
+        "         fix: fix that key in params.yaml", "1 required thing(s) missing"]

@@ -169,11 +169,11 @@ def test_the_saved_adapter_config_does_not_depend_on_the_hash_seed(tiny_model_di
         "model = add_lora(load_model(sys.argv[1]), config.lora_settings, 0);"
         "save_adapter(model, sys.argv[2])")
     written = []
-    for seed in ("1", "2", "3"):
+    for seed in ("1", "2"):  # two orders of the set, and the file's order checked below
         out = tmp_path / seed
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO / "src")}
         subprocess.run([sys.executable, "-c", script, str(tiny_model_dir), str(out)], env=env,
                        check=True, timeout=300)
         written.append((out / "adapter_config.json").read_bytes())
-    assert written[0] == written[1] == written[2]
+    assert written[0] == written[1]
     assert b'"k_proj",\n    "o_proj",\n    "q_proj",\n    "up_proj",\n    "v_proj"' in written[0]

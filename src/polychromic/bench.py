@@ -22,6 +22,13 @@
    tests, `--repeats` times, spread over the sandbox's workers.
 
     PYTHONPATH=src python -m polychromic.bench --sandbox --repeats 3
+
+4. With --metrics GENERATIONS (and nothing else): each evaluation metric of the evaluate stage
+   on a generate stage's output (its domain from --domain), in samples per second, with the
+   one-off loading of its model apart: what an evaluate stage spends on each.
+
+    PYTHONPATH=src python -m polychromic.bench --metrics \
+        data/generations/replies/baseline/seed42.jsonl --domain replies
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback, set_seed
 
-from polychromic import machine
+from polychromic import machine, metrics
 from polychromic.config import load_section, override, read_params, run_main
 from polychromic.domains import load_domain
 from polychromic.modeling import (
@@ -311,11 +318,60 @@ def time_sandbox(params: dict, repeats: int) -> dict:
             "passed": sum(v.passed for [v] in verdicts)}
 
 
+def timed(run: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+def time_metrics(params: dict, domain_name: str, data: str, generations: str) -> dict:
+    """Seconds of each evaluation metric over a generations file (the evaluate stage's
+    metrics, with evaluate's settings), and of loading the models they need."""
+    from polychromic.domains import RECORD_FIELDS
+    from polychromic.embedding import Embedder, model_directory
+    from polychromic.io import read_jsonl
+
+    settings = params.get("evaluate") or {}
+    encoder = settings.get("embedding_model", "embedded:all-minilm-l6-v2")
+    order = int(settings.get("self_bleu_order", 4))
+    domain = load_domain(domain_name, params)
+    rows = read_jsonl(generations, {"id": str, "samples": list, "references": list})
+    samples = [row["samples"] for row in rows]
+    count = sum(len(s) for s in samples)
+    seconds: dict[str, float] = {}
+    embedder: list = []
+    seconds["load embedding model"] = timed(lambda: embedder.append(
+        Embedder(encoder, "evaluate.embedding_model")))
+    seconds["embed (semantic diversity)"] = timed(
+        lambda: embedder[0]([s for row in samples for s in row]))
+    seconds["self_bleu"] = timed(lambda: [metrics.self_bleu(s, order) for s in samples])
+    seconds["distinct_1/2/3"] = timed(lambda: [metrics.distinct_n(s, n) for s in samples
+                                               for n in (1, 2, 3)])
+    if {"rouge_1", "rouge_2", "rouge_l"} & set(domain.quality_metrics):
+        seconds["rouge (first sample)"] = timed(
+            lambda: [metrics.rouge(row["samples"][0], row["references"]) for row in rows])
+    if "bertscore_f1" in domain.quality_metrics:
+        directory = model_directory(settings.get("bertscore_model", encoder),
+                                    "evaluate.bertscore_model")
+        seconds["bertscore (first sample, loads its model)"] = timed(
+            lambda: metrics.bertscore_f1([row["samples"][0] for row in rows],
+                                         [row["references"] for row in rows], directory,
+                                         int(settings.get("bertscore_layers", 6))))
+    records = {r["id"]: r for r in read_jsonl(Path(data, "test.jsonl"), RECORD_FIELDS)}
+    with domain.checker(read_jsonl(Path(data, "val.jsonl"), RECORD_FIELDS)) as checker:
+        seconds["checker verdicts"] = timed(lambda: checker.verdicts(
+            [(records[row["id"]], row["samples"]) for row in rows]))
+    return {"generations": generations, "prompts": len(rows), "samples": count,
+            "seconds": {name: round(value, 2) for name, value in seconds.items()},
+            "total_seconds": round(sum(seconds.values()), 1)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="models/base")
-    parser.add_argument("--data", default="data/processed/replies")
+    parser.add_argument("--data", help="the domain's prepared splits (default: "
+                        "data/processed/<domain>)")
     parser.add_argument("--domain", default="replies")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--trl", action="store_true", help="also time TRL's GRPOTrainer")
@@ -328,14 +384,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sandbox", action="store_true",
                         help="time the code domain's sandbox instead (programs per second)")
     parser.add_argument("--repeats", type=int, default=3, help="--sandbox: passes over MBPP")
+    parser.add_argument("--metrics", metavar="GENERATIONS",
+                        help="time the evaluation metrics on this generations file instead")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a params.yaml value for this benchmark")
     args = parser.parse_args(argv)
+    args.data = args.data or f"data/processed/{args.domain}"
     params = read_params()
     for assignment in args.set:
         override(params, assignment)
     if args.sandbox:
         print(json.dumps(time_sandbox(params, args.repeats), indent=2))
+        return
+    if args.metrics:
+        print(json.dumps(time_metrics(params, args.domain, args.data, args.metrics), indent=2))
         return
     config = load_section(TrainConfig, params, "train")
     domain = load_domain(args.domain, params)
