@@ -90,7 +90,6 @@ def test_main_lists_every_check_and_fails_on_a_missing_requirement(tmp_path):
     assert result.stdout.splitlines()[-1] == "2 required thing(s) missing"
 
 
-
 def test_bad_params_are_one_line_naming_the_key(tmp_path, monkeypatch, capsys):
     """Nothing else is checked (in this process: the command line is tested above)."""
     params = params_with(domains=["qa"])

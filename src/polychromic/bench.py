@@ -331,7 +331,8 @@ def time_metrics(params: dict, domain_name: str, data: str, generations: str) ->
     from polychromic.embedding import Embedder, model_directory
     from polychromic.io import read_jsonl
 
-    settings = params.get("evaluate") or {}
+    settings = params.get("evaluate") or {}  # with the stage's defaults (commands import
+    # no stage module: tests/test_stage_deps.py)
     encoder = settings.get("embedding_model", "embedded:all-minilm-l6-v2")
     order = int(settings.get("self_bleu_order", 4))
     domain = load_domain(domain_name, params)
@@ -350,7 +351,7 @@ def time_metrics(params: dict, domain_name: str, data: str, generations: str) ->
         seconds["rouge (first sample)"] = timed(
             lambda: [metrics.rouge(row["samples"][0], row["references"]) for row in rows])
     if "bertscore_f1" in domain.quality_metrics:
-        directory = model_directory(settings.get("bertscore_model", encoder),
+        directory = model_directory(settings.get("bertscore_model", "embedded:all-minilm-l6-v2"),
                                     "evaluate.bertscore_model")
         seconds["bertscore (first sample, loads its model)"] = timed(
             lambda: metrics.bertscore_f1([row["samples"][0] for row in rows],
