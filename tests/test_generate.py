@@ -32,10 +32,18 @@ def record(prompt):
     return {"id": prompt, "prompt": prompt, "references": ["ok"], "task": {}}
 
 
-def setup(tiny_model_dir):
+def setup(tiny_model_dir, sharp=False):
+    """The tiny model, tokenizer and the prompts' texts. `sharp`: queries and keys scaled up,
+    so that attention is peaked (the random model's is near uniform, under which a key at
+    the wrong position changes the logits too little to be seen)."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     tokenizer.padding_side = "left"
     model = load_model(tiny_model_dir).eval()
+    if sharp:
+        with torch.no_grad():
+            for name, weight in model.named_parameters():
+                if name.endswith(("q_proj.weight", "k_proj.weight")):
+                    weight.mul_(25)
     texts = [prompt_text(tokenizer, DOMAIN.messages(record(p))) for p in PROMPTS]
     return tokenizer, model, texts
 
@@ -108,7 +116,7 @@ def test_decode_loop_gives_the_logits_of_a_plain_forward_as_rows_leave(tiny_mode
     and continuation, left-padded as a batch; and it stops each row where it ends."""
     from polychromic.sampling import decode
 
-    tokenizer, model, texts = setup(tiny_model_dir)
+    tokenizer, model, texts = setup(tiny_model_dir, sharp=True)
     encoded = tokenizer(texts, return_tensors="pt", padding=True,
                         add_special_tokens=False).to(model.device)
     ids, mask = encoded["input_ids"], encoded["attention_mask"]
@@ -191,3 +199,40 @@ def test_reference_nll_matches_the_models_own_loss(tiny_model_dir):
             loss = model(input_ids=torch.tensor([example["input_ids"]], device=model.device),
                          labels=torch.tensor([example["labels"]], device=model.device)).loss
         assert abs(total / count - loss.item()) < 1e-4
+
+
+def test_references_scored_from_the_prompts_cache_are_a_plain_pass(tiny_model_dir):
+    """The references' NLL read from the sampling batch's prompt pass (prompts left-padded
+    together, references right-padded together, several per prompt and none for one) equals
+    `continuation_nll`'s plain pass over each prompt and its references; the samples are
+    those of `sample` with the same seed."""
+    from polychromic.sampling import continuation_nll, sample_and_score
+
+    tokenizer, model, texts = setup(tiny_model_dir, sharp=True)
+    texts = texts + [texts[0] + " ok"]
+    targets = [["sounds fun!", "not much, just a quiet weekend at home with a good book"],
+               [], ["x"]]
+    settings = {"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 6, "seed": 3}
+    samples, scores = sample_and_score(model, tokenizer, texts, targets, 2, **settings)
+    assert samples == sample(model, tokenizer, texts, 2, **settings)
+    for text, text_targets, (nll, tokens) in zip(texts, targets, scores, strict=True):
+        expected_nll, expected_tokens = continuation_nll(model, tokenizer, text, text_targets)
+        assert tokens == expected_tokens
+        np.testing.assert_allclose(nll, expected_nll, rtol=1e-5, atol=1e-4)
+
+
+def test_batches_fit_the_cache_the_sampler_keeps():
+    """Shared: a batch holds each prompt's keys once (padded to its longest) and each
+    sample's new tokens; unshared: every sample holds the longest prompt too. By hand, with
+    4 samples of 10 new tokens: prompts of 100, 50, 300 and 20 tokens in 500 tokens."""
+    from polychromic.generate import batches
+
+    lengths = [100, 50, 300, 20]
+    # shared: {100, 50} -> 2*100 + 2*40 = 280; + 300 -> 3*300 + 120 > 500; {300} alone;
+    # {300, 20} -> 2*300 + 80 = 680 > 500
+    assert batches(lengths, 10, 8, 4, 500) == [range(0, 2), range(2, 3), range(3, 4)]
+    # unshared: {100} = 440; {100, 50} = 880 > 500; {50, 300}: > 500; {20} = 120
+    assert batches(lengths, 10, 8, 4, 500, shared=False) == [
+        range(0, 1), range(1, 2), range(2, 3), range(3, 4)]
+    assert batches(lengths, 10, 2, 4, 10**6) == [range(0, 2), range(2, 4)]  # the limit
+    assert batches([5000], 10, 8, 4, 500) == [range(0, 1)]  # one prompt even past the budget

@@ -177,3 +177,36 @@ def test_the_saved_adapter_config_does_not_depend_on_the_hash_seed(tiny_model_di
         written.append((out / "adapter_config.json").read_bytes())
     assert written[0] == written[1]
     assert b'"k_proj",\n    "o_proj",\n    "q_proj",\n    "up_proj",\n    "v_proj"' in written[0]
+
+
+def test_the_final_val_loss_is_the_logged_one_of_the_saved_adapter():
+    """The saved adapter's val loss is the evaluation logged at its step (the last step, or
+    the best one when early stopping loaded it); only without one is there a new pass."""
+    from types import SimpleNamespace
+
+    from polychromic.train import final_val_loss
+
+    class Trainer:
+        def __init__(self, history, best=None, load_best=False, step=8):
+            self.state = SimpleNamespace(global_step=step, best_model_checkpoint=best,
+                                         log_history=history)
+            self.args = SimpleNamespace(load_best_model_at_end=load_best)
+            self.passes = 0
+
+        def remove_callback(self, callback):
+            pass
+
+        def evaluate(self, metric_key_prefix):
+            self.passes += 1
+            return {f"{metric_key_prefix}_loss": 9.0}
+
+    history = [{"loss": 3.0, "step": 4}, {"eval_loss": 2.5, "step": 4},
+               {"eval_loss": 2.7, "step": 8}, {"train_loss": 2.9, "step": 8}]
+    last = Trainer(history)
+    assert final_val_loss(last) == 2.7 and last.passes == 0
+    best = Trainer(history, best="checkpoints/checkpoint-4", load_best=True)
+    assert final_val_loss(best) == 2.5 and best.passes == 0
+    not_loaded = Trainer(history, best="checkpoints/checkpoint-4", load_best=False)
+    assert final_val_loss(not_loaded) == 2.7
+    unevaluated = Trainer(history, step=10)
+    assert final_val_loss(unevaluated) == 9.0 and unevaluated.passes == 1

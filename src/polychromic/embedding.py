@@ -69,18 +69,20 @@ class Embedder:
                 normalize_embeddings=True, show_progress_bar=False)
         import torch
 
-        rows = []
+        # batches of similar lengths (longest first), so that little of a batch is padding
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(texts[start:start + self.batch_size], padding=True,
+            chosen = order[start:start + self.batch_size]
+            batch = self.tokenizer([texts[i] for i in chosen], padding=True,
                                    truncation=True, max_length=self.max_length,
                                    return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            rows.append(torch.nn.functional.normalize(mean, dim=-1).float().cpu().numpy())
-        return np.concatenate(rows) if rows else np.zeros((0, self.model.config.hidden_size),
-                                                          dtype=np.float32)
+            out[chosen] = torch.nn.functional.normalize(mean, dim=-1).float().cpu().numpy()
+        return out
 
 
 @cache

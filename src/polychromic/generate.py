@@ -21,7 +21,7 @@ from polychromic.domains import RECORD_FIELDS, Domain, Record, load_domain
 from polychromic.io import read_jsonl, write_jsonl
 from polychromic.modeling import load_model, load_tokenizer, prompt_text
 from polychromic.runtime import runtime_config
-from polychromic.sampling import continuation_nll, sample
+from polychromic.sampling import full_attention_only, sample_and_score
 
 PROMPTED = ("zero_shot", "few_shot")
 
@@ -48,14 +48,22 @@ def cache_bytes_per_token(model) -> int:
     return 2 * config.num_hidden_layers * heads * head_dim * model.dtype.itemsize
 
 
-def batches(lengths: list[int], limit: int, samples: int, budget: float) -> list[range]:
-    """Consecutive prompts per batch: at most `limit`, and while samples x (longest prompt +
-    new tokens) tokens of cache stay within `budget` (at least one prompt per batch)."""
+def batches(prompt_lengths: list[int], new_tokens: int, limit: int, samples: int,
+            budget: float, shared: bool = True) -> list[range]:
+    """Consecutive prompts per batch: at most `limit`, and while the batch's cache stays
+    within `budget` tokens (at least one prompt per batch). Shared (`SharedPromptLayer`):
+    each prompt's keys once, padded to the batch's longest, and each sample's new tokens;
+    otherwise every sample holds the longest prompt and its new tokens."""
+    def cache_tokens(prompts: int, width: int) -> int:
+        if shared:
+            return prompts * width + prompts * samples * new_tokens
+        return prompts * samples * (width + new_tokens)
+
     out, start = [], 0
-    while start < len(lengths):
+    while start < len(prompt_lengths):
         end = start + 1
-        while end < len(lengths) and end - start < limit and (
-                (end + 1 - start) * samples * max(lengths[start:end + 1]) <= budget):
+        while end < len(prompt_lengths) and end - start < limit and cache_tokens(
+                end + 1 - start, max(prompt_lengths[start:end + 1])) <= budget:
             end += 1
         out.append(range(start, end))
         start = end
@@ -74,18 +82,18 @@ def generate_rows(model, tokenizer, domain: Domain, records: list[Record],
     sampling, rows = domain.sampling, []
     texts = [prompt_text(tokenizer, domain.messages(r, examples), domain.assistant_prefix(r))
              for r in records]
-    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) + sampling.max_new_tokens
-               for t in texts]
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     budget = config.cache_gb * 2**30 / cache_bytes_per_token(model)
-    for batch in batches(lengths, config.batch_prompts, config.n, budget):
-        samples = sample(model, tokenizer, [texts[i] for i in batch], config.n,
-                         temperature=sampling.temperature, top_k=sampling.top_k,
-                         top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens,
-                         stop=domain.stop, seed=seed + batch.start)
-        for i, record_samples in zip(batch, samples, strict=True):
-            record, text = records[i], texts[i]
-            targets = [domain.target(record, ref) for ref in record["references"]]
-            nll, tokens = continuation_nll(model, tokenizer, text, targets)
+    for batch in batches(lengths, sampling.max_new_tokens, config.batch_prompts, config.n,
+                         budget, full_attention_only(model)):
+        targets = [[domain.target(records[i], ref) for ref in records[i]["references"]]
+                   for i in batch]
+        samples, scores = sample_and_score(
+            model, tokenizer, [texts[i] for i in batch], targets, config.n,
+            temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
+            max_new_tokens=sampling.max_new_tokens, stop=domain.stop, seed=seed + batch.start)
+        for i, record_samples, (nll, tokens) in zip(batch, samples, scores, strict=True):
+            record = records[i]
             rows.append({"id": record["id"], "prompt": record["prompt"],
                          "references": record["references"], "system": system, "seed": seed,
                          "samples": record_samples, "reference_nll": nll,

@@ -20,6 +20,12 @@ def prompt_text(tokenizer, messages: list[dict[str, str]], assistant_prefix: str
                                          add_generation_prompt=True) + assistant_prefix
 
 
+def target_ids(tokenizer, target: str) -> list[int]:
+    """Token ids of a target output and the end-of-turn token, tokenised apart from the
+    prompt (as training and the references' likelihood see it)."""
+    return tokenizer(target + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+
+
 def encode_example(tokenizer, prompt: str, target: str,
                    max_length: int) -> dict[str, list[int]] | None:
     """Token ids of prompt + target + end-of-turn, labels masked on the prompt.
@@ -29,7 +35,7 @@ def encode_example(tokenizer, prompt: str, target: str,
     leaves no room for the target within `max_length`.
     """
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    reply_ids = tokenizer(target + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+    reply_ids = target_ids(tokenizer, target)
     if len(prompt_ids) >= max_length:
         return None
     input_ids = (prompt_ids + reply_ids)[:max_length]

@@ -6,73 +6,122 @@ measured on the 2-core CPU (a batch of 50 samples of code): `generate` grows the
 concatenation, a copy of the whole cache every step (60% of a decode step at 300 tokens of
 context); its top-p sorts the whole 49k vocabulary and draws with `multinomial` over it
 every step (a fifth of a step); and a batch runs until its longest sample ends, while the
-mean sample is half as long. Here each prompt is encoded once and its cache copied to its n
-samples, the cache is written in place into preallocated buffers, a row leaves the batch
-when it ends (end-of-turn token or a stop string), and the next token is drawn from the
-few candidates that top-k and top-p leave. The next-token distribution is exactly
-`generate`'s (temperature, then top-k, then top-p; tested against its warpers); the random
-draws differ.
+mean sample is half as long. Here each prompt is encoded once and its n samples read its
+keys and values where that pass left them (`SharedPromptLayer`: no copy per sample, which
+for a few-shot prompt of 700 tokens is most of the cache), each sample's own keys and
+values are written in place into preallocated buffers, a row leaves the batch as soon as it
+ends (end-of-turn token or a stop string) without any cache being copied, and the next
+token is drawn from the few candidates that top-k and top-p leave. The references'
+likelihood continues from the same prompt pass (`score_continuations`). The next-token
+distribution is exactly `generate`'s (temperature, then top-k, then top-p; tested against
+its warpers); the random draws differ.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 
 import torch
+from transformers import AttentionInterface
 from transformers.cache_utils import Cache, DynamicLayer
 
-from polychromic.modeling import IGNORE_INDEX, PadCollator, encode_example
+from polychromic.modeling import IGNORE_INDEX, PadCollator, encode_example, target_ids
 
 
-class PreallocatedLayer(DynamicLayer):
-    """A cache layer that appends in place into buffers with room to grow (doubling when
-    full): a decode step writes its keys and values instead of copying the cache."""
+class SharedPromptLayer(DynamicLayer):
+    """A cache layer in which the n samples of a prompt read that prompt's keys and values
+    where the prompt pass left them, instead of n copies of them.
+
+    The prompt pass fills it as a plain `DynamicLayer` (P prompts, padded width W). `share`
+    then keeps those as the prompts' part and gives the P x n samples buffers of their own,
+    (P, heads, n, max_new_tokens, head_dim), that decode steps write in place. A decode
+    step's batch holds only the live samples (`prompt_of_row`, `sample_of_row`: where each
+    row's buffer is), so an ended sample leaves it without any cache being copied. `update`
+    returns the layer itself, which only `shared_prompt_attention` reads."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.length: int | None = None  # None: the prompt pass
+
+    def share(self, prompt_mask: torch.Tensor, n: int, max_new_tokens: int) -> None:
+        prompts, heads, _, head_dim = self.keys.shape
+        self.prompt_keys, self.prompt_values = self.keys, self.values
+        low = torch.finfo(self.keys.dtype).min  # added to the scores of padding positions
+        self.prompt_bias = torch.zeros(prompt_mask.shape, dtype=self.keys.dtype,
+                                       device=self.keys.device).masked_fill(prompt_mask == 0, low)
+        shape = (prompts, heads, n, max_new_tokens, head_dim)
+        self.sample_keys = self.keys.new_zeros(shape)
+        self.sample_values = self.values.new_zeros(shape)
         self.length = 0
-        self.buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.select(torch.arange(prompts * n, device=self.keys.device) // n,
+                    torch.arange(prompts * n, device=self.keys.device) % n)
 
-    def reserve(self, total: int) -> None:
-        """Room for `total` positions (call before repeating rows: one allocation)."""
-        if self.buffers is not None and self.buffers[0].shape[-2] < total:
-            self.buffers = tuple(self.grown(buffer, total) for buffer in self.buffers)
-            self.views()
-
-    def grown(self, buffer: torch.Tensor, total: int) -> torch.Tensor:
-        bigger = buffer.new_zeros((*buffer.shape[:2], total, buffer.shape[-1]))
-        bigger[:, :, :self.length] = buffer[:, :, :self.length]
-        return bigger
-
-    def views(self) -> None:
-        self.keys, self.values = (buffer[:, :, :self.length] for buffer in self.buffers)
+    def select(self, prompt_of_row: torch.Tensor, sample_of_row: torch.Tensor) -> None:
+        """The live samples, one per row of the next decode step."""
+        self.prompt_of_row, self.sample_of_row = prompt_of_row, sample_of_row
 
     def update(self, key_states, value_states, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        end = self.length + key_states.shape[-2]
-        if self.buffers is None:
-            self.buffers = (key_states.new_zeros((*key_states.shape[:2], end,
-                                                  key_states.shape[-1])),
-                            value_states.new_zeros((*value_states.shape[:2], end,
-                                                    value_states.shape[-1])))
-        elif end > self.buffers[0].shape[-2]:
-            self.buffers = tuple(self.grown(b, max(end, 2 * b.shape[-2])) for b in self.buffers)
-        self.buffers[0][:, :, self.length:end] = key_states
-        self.buffers[1][:, :, self.length:end] = value_states
-        self.length = end
-        self.views()
-        return self.keys, self.values
+        if self.length is None:
+            return super().update(key_states, value_states, *args, **kwargs)
+        rows = (self.prompt_of_row, slice(None), self.sample_of_row, self.length)
+        self.sample_keys[rows] = key_states[:, :, 0]
+        self.sample_values[rows] = value_states[:, :, 0]
+        self.length += 1
+        return self, self
 
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.buffers is not None:
-            self.buffers = tuple(b.repeat_interleave(repeats, dim=0) for b in self.buffers)
-            self.views()
+    def get_seq_length(self) -> int:
+        return self.keys.shape[-2] + (self.length or 0) if self.is_initialized else 0
 
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.buffers is not None:
-            self.buffers = tuple(b[indices] for b in self.buffers)
-            self.views()
+
+SHARED_PROMPT_ATTENTION = "polychromic_shared_prompt"
+
+
+def shared_prompt_attention(module, query: torch.Tensor, key: SharedPromptLayer, value,
+                            attention_mask, scaling: float, **kwargs) -> tuple[torch.Tensor, None]:
+    """One decode step's attention over a `SharedPromptLayer` (`key` is the layer). The
+    live rows' queries are placed on the (prompt, sample) grid, so that each part is one
+    product: every prompt's keys against its n samples' queries at once, and every
+    sample's own keys against its query; one softmax spans both parts."""
+    layer = key
+    rows, heads, _, head_dim = query.shape
+    prompts, kv_heads, n, _, _ = layer.sample_keys.shape
+    group = heads // kv_heads  # query heads per key/value head, as in repeat_kv
+    where = (layer.prompt_of_row, slice(None), layer.sample_of_row)
+    grid = query.new_zeros((prompts, kv_heads, n, group, head_dim))
+    grid[where] = query.view(rows, kv_heads, group, head_dim)
+    own_keys = layer.sample_keys[:, :, :, :layer.length]
+    own_values = layer.sample_values[:, :, :, :layer.length]
+    width = layer.prompt_keys.shape[-2]
+    prompt_scores = (grid.view(prompts, kv_heads, n * group, head_dim)
+                     @ layer.prompt_keys.transpose(-1, -2)).float()
+    prompt_scores = (prompt_scores * scaling + layer.prompt_bias[:, None, None, :]
+                     ).view(prompts, kv_heads, n, group, width)
+    own_scores = (grid @ own_keys.transpose(-1, -2)).float() * scaling
+    top = torch.maximum(prompt_scores.amax(-1), own_scores.amax(-1)).unsqueeze(-1)
+    prompt_weights, own_weights = (prompt_scores - top).exp_(), (own_scores - top).exp_()
+    total = prompt_weights.sum(-1, keepdim=True) + own_weights.sum(-1, keepdim=True)
+    dtype = layer.prompt_values.dtype
+    out = (prompt_weights.to(dtype).view(prompts, kv_heads, n * group, width)
+           @ layer.prompt_values).view(prompts, kv_heads, n, group, head_dim)
+    out = (out + own_weights.to(dtype) @ own_values) / total.to(dtype)
+    return out[where].reshape(rows, 1, heads, head_dim), None
+
+
+AttentionInterface.register(SHARED_PROMPT_ATTENTION, shared_prompt_attention)
+
+
+@contextmanager
+def attention_implementation(model, name: str):
+    """The model's attention function set to `name` for the block (restored after it)."""
+    config = model.config
+    before = config._attn_implementation
+    config._attn_implementation = name
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
 
 
 def full_attention_only(model) -> bool:
@@ -172,52 +221,113 @@ def sample_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: 
                   eos_token_id, ended)
 
 
+@dataclass
+class PromptPass:
+    """The prompts' forward pass that sampling continues from: its cache (`SharedPromptLayer`s
+    when `shared`), the logits at each prompt's last position, the prompts' attention mask
+    and the position of each prompt's first new token."""
+    cache: Cache
+    logits: torch.Tensor
+    mask: torch.Tensor
+    next_position: torch.Tensor
+    shared: bool
+
+
+@torch.inference_mode()
+def prompt_pass(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> PromptPass:
+    """One forward pass over the (left-padded) prompts. Models with other than full
+    attention (sliding windows) keep transformers' own cache, which decode repeats per
+    sample."""
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    shared = full_attention_only(model)
+    cache = Cache(layer_class_to_replicate=SharedPromptLayer) if shared else None
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                cache=cache, use_cache=True, logits_to_keep=1)
+    return PromptPass(out.cache, out.logits[:, -1], attention_mask, positions[:, -1] + 1, shared)
+
+
 @torch.inference_mode()
 def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int,
            choose: Choose, max_new_tokens: int, eos_token_id: int,
-           ended: Callable[[list[int]], bool] | None = None) -> list[list[int]]:
-    """The decode loop of `sample_ids`; `choose(logits, the rows' sample indices)` gives the
-    next token of each row of the batch."""
+           ended: Callable[[list[int]], bool] | None = None,
+           prompt: PromptPass | None = None) -> list[list[int]]:
+    """The decode loop of `sample_ids`, from `prompt` (the prompts' pass, made here when
+    None); `choose(logits, the rows' sample indices)` gives the next token of each row."""
+    prompt = prompt or prompt_pass(model, input_ids, attention_mask)
     prompts, width = input_ids.shape
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    preallocate = full_attention_only(model)
-    cache = Cache(layer_class_to_replicate=PreallocatedLayer) if preallocate else None
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                cache=cache, use_cache=True, logits_to_keep=1)
-    cache = out.cache
-    if preallocate:
+    cache, mask = prompt.cache, None
+    if prompt.shared:
         for layer in cache.layers:
-            layer.reserve(width + max_new_tokens)
-    cache.batch_repeat_interleave(n)
-    logits = out.logits[:, -1].repeat_interleave(n, 0)
-    mask = torch.zeros((prompts * n, width + max_new_tokens), dtype=attention_mask.dtype,
-                       device=input_ids.device)
-    mask[:, :width] = attention_mask.repeat_interleave(n, 0)
-    next_position = positions[:, -1].repeat_interleave(n) + 1
+            layer.share(attention_mask, n, max_new_tokens)
+    else:
+        cache.batch_repeat_interleave(n)
+        mask = torch.zeros((prompts * n, width + max_new_tokens), dtype=attention_mask.dtype,
+                           device=input_ids.device)
+        mask[:, :width] = attention_mask.repeat_interleave(n, 0)
+    logits = prompt.logits.repeat_interleave(n, 0)
+    next_position = prompt.next_position.repeat_interleave(n)
     rows = list(range(prompts * n))  # the sample each row of the batch belongs to
     samples: list[list[int]] = [[] for _ in rows]
-    live = [True] * len(rows)
-    for step in range(max_new_tokens):
-        tokens = choose(logits, rows)
-        for i, (row, token) in enumerate(zip(rows, tokens.tolist(), strict=True)):
-            if live[i]:
+    shared = attention_implementation(model, SHARED_PROMPT_ATTENTION) if prompt.shared \
+        else nullcontext()
+    with shared:
+        for step in range(max_new_tokens):
+            tokens = choose(logits, rows)
+            live = []
+            for i, (row, token) in enumerate(zip(rows, tokens.tolist(), strict=True)):
                 samples[row].append(token)
-                live[i] = token != eos_token_id and not (ended and ended(samples[row]))
-        if step == max_new_tokens - 1 or not any(live):
-            break
-        if live.count(False) * 8 >= len(rows):  # ended rows leave (the cache is copied then)
-            keep = torch.tensor([i for i, alive in enumerate(live) if alive],
-                                device=logits.device)
-            cache.batch_select_indices(keep)
-            rows, live = [rows[i] for i in keep.tolist()], [True] * len(keep)
-            tokens, mask = tokens[keep], mask[keep]
-            next_position, logits = next_position[keep], logits[keep]
-        mask[:, width + step] = 1
-        logits = model(input_ids=tokens[:, None], attention_mask=mask[:, :width + step + 1],
-                       position_ids=next_position[:, None], cache=cache,
-                       use_cache=True).logits[:, -1]
-        next_position += 1
+                if token != eos_token_id and not (ended and ended(samples[row])):
+                    live.append(i)
+            if step == max_new_tokens - 1 or not live:
+                break
+            if len(live) < len(rows):  # ended rows leave the batch
+                keep = torch.tensor(live, device=logits.device)
+                rows = [rows[i] for i in live]
+                tokens, next_position, logits = tokens[keep], next_position[keep], logits[keep]
+                if prompt.shared:
+                    ids = torch.tensor(rows, device=logits.device)
+                    for layer in cache.layers:
+                        layer.select(ids // n, ids % n)
+                else:
+                    cache.batch_select_indices(keep)
+                    mask = mask[keep]
+            if mask is not None:
+                mask[:, width + step] = 1
+            logits = model(input_ids=tokens[:, None],
+                           attention_mask=None if mask is None else mask[:, :width + step + 1],
+                           position_ids=next_position[:, None], cache=cache,
+                           use_cache=True).logits[:, -1]
+            next_position += 1
     return samples
+
+
+@torch.inference_mode()
+def score_continuations(model, prompt: PromptPass, owners: list[int],
+                        continuations: list[list[int]]) -> tuple[list[float], list[int]]:
+    """Summed negative log-likelihood (nats) and token count of each continuation (token
+    ids) after prompt `owners[i]`, continuing from the prompts' pass (a shared one): its
+    first token from the prompt's last logits, the rest from one pass over the
+    continuations with their prompts' keys and values. Equal to `continuation_nll`."""
+    if not continuations:
+        return [], []
+    device = prompt.logits.device
+    owner = torch.tensor(owners, device=device)
+    ids, keep = (t.to(device) for t in padded(continuations, pad_token_id=0))
+    first = torch.log_softmax(prompt.logits[owner].float(), -1).gather(-1, ids[:, :1])
+    logprobs = [first]
+    if ids.shape[1] > 1:
+        cache = Cache(layer_class_to_replicate=DynamicLayer)
+        for index, layer in enumerate(prompt.cache.layers):
+            cache.update(layer.prompt_keys[owner], layer.prompt_values[owner], index)
+        mask = torch.cat([prompt.mask[owner], keep[:, :-1].to(prompt.mask.dtype)], 1)
+        positions = prompt.next_position[owner, None] + torch.arange(ids.shape[1] - 1,
+                                                                     device=device)
+        logits = model(input_ids=ids[:, :-1], attention_mask=mask, position_ids=positions,
+                       cache=cache, use_cache=True).logits
+        logprobs.append(torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None])
+                        .squeeze(-1))
+    nll = -(torch.cat(logprobs, 1) * keep).sum(1)
+    return nll.tolist(), keep.sum(1).tolist()
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -235,21 +345,46 @@ def stop_check(tokenizer, stop: Sequence[str]) -> Callable[[list[int]], bool] | 
     return lambda ids: any(s in tokenizer.decode(ids[-window:]) for s in stop)
 
 
-def sample(model, tokenizer, texts: list[str], n: int, *, temperature: float, top_p: float,
-           max_new_tokens: int, stop: Sequence[str] = (), seed: int,
-           top_k: int = 50) -> list[list[str]]:
-    """n samples for each prompt text (already chat-formatted), in one batch; each sample
-    is the continuation, cut before its stop string and stripped."""
+def sample_and_score(model, tokenizer, texts: list[str], targets: list[list[str]], n: int, *,
+                     temperature: float, top_p: float, max_new_tokens: int,
+                     stop: Sequence[str] = (), seed: int, top_k: int = 50
+                     ) -> tuple[list[list[str]], list[tuple[list[float], list[int]]]]:
+    """n samples for each prompt text (already chat-formatted), in one batch, each the
+    continuation cut before its stop string and stripped; and for each prompt the summed
+    NLL and token count of each of its `targets` (with the end-of-turn token, as in
+    training), read from the same prompt pass."""
     encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     encoded = encoded.to(model.device)
     generator = torch.Generator().manual_seed(seed)
-    ids = sample_ids(model, encoded["input_ids"], encoded["attention_mask"], n,
-                     temperature=temperature, top_k=top_k, top_p=top_p,
-                     max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
-                     generator=generator, ended=stop_check(tokenizer, stop))
+    prompt = prompt_pass(model, encoded["input_ids"], encoded["attention_mask"])
+    ids = decode(model, encoded["input_ids"], encoded["attention_mask"], n,
+                 sampler(temperature, top_k, top_p, generator), max_new_tokens,
+                 tokenizer.eos_token_id, stop_check(tokenizer, stop), prompt)
     texts_out = [cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stop).strip()
                  for row in ids]
-    return [texts_out[i * n:(i + 1) * n] for i in range(len(texts))]
+    samples = [texts_out[i * n:(i + 1) * n] for i in range(len(texts))]
+    if not prompt.shared:
+        return samples, [continuation_nll(model, tokenizer, text, text_targets)
+                         for text, text_targets in zip(texts, targets, strict=True)]
+    owners = [i for i, text_targets in enumerate(targets) for _ in text_targets]
+    continuations = [target_ids(tokenizer, target)
+                     for text_targets in targets for target in text_targets]
+    nll, counts = score_continuations(model, prompt, owners, continuations)
+    scores, start = [], 0
+    for text_targets in targets:
+        end = start + len(text_targets)
+        scores.append((nll[start:end], counts[start:end]))
+        start = end
+    return samples, scores
+
+
+def sample(model, tokenizer, texts: list[str], n: int, *, temperature: float, top_p: float,
+           max_new_tokens: int, stop: Sequence[str] = (), seed: int,
+           top_k: int = 50) -> list[list[str]]:
+    """`sample_and_score`'s samples alone."""
+    return sample_and_score(model, tokenizer, texts, [[] for _ in texts], n,
+                            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                            stop=stop, seed=seed, top_k=top_k)[0]
 
 
 def padded(samples: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,6 +45,24 @@ from polychromic.training import (
 )
 
 
+def final_val_loss(trainer) -> float:
+    """Val loss of the adapter that is saved (the best one when early stopping loaded it):
+    the evaluation logged at that adapter's step, or, when there was none, a new pass (its
+    own prefix keeps it out of the eval/loss curve and away from early stopping)."""
+    state = trainer.state
+    step = state.global_step
+    if trainer.args.load_best_model_at_end and state.best_model_checkpoint:
+        step = resume.step_of(Path(state.best_model_checkpoint))
+    logged = [entry["eval_loss"] for entry in state.log_history
+              if "eval_loss" in entry and entry.get("step") == step]
+    if logged:
+        return logged[-1]
+    from transformers import EarlyStoppingCallback
+
+    trainer.remove_callback(EarlyStoppingCallback)
+    return trainer.evaluate(metric_key_prefix="final")["final_loss"]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__ + "\nparams.yaml train:\n"
                                      + help_text(TrainConfig) + "\ntrain.lora:\n"
@@ -112,12 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=start_from and str(start_from))
         seconds = time.perf_counter() - started
-        # Val loss of the adapter that is saved (the best one when early stopping is on);
-        # its own prefix keeps it out of the eval/loss curve and away from early stopping.
-        from transformers import EarlyStoppingCallback
-
-        trainer.remove_callback(EarlyStoppingCallback)
-        final = trainer.evaluate(metric_key_prefix="final")
+        final = {"final_loss": final_val_loss(trainer)}
         if options.get("checker") is not None:
             options["checker"].close()
         flags = getattr(trainer, "flags", {})
