@@ -29,6 +29,14 @@
 
     PYTHONPATH=src python -m polychromic.bench --metrics \
         data/generations/replies/baseline/seed42.jsonl --domain replies
+
+5. With --decode-steps STEPS (and nothing else): the sampler's prompt pass and its mean
+   decode step on the domain's first --prompts test prompts x generate.n samples, every row
+   running every step (greedy, no end token), zero-shot or --few-shot (generate's examples
+   for seed 42): the figure to compare two versions of `sampling.py` by, on the same prompts.
+
+    PYTHONPATH=src python -m polychromic.bench --decode-steps 24 --domain code --few-shot \
+        --prompts 10
 """
 
 from __future__ import annotations
@@ -366,6 +374,57 @@ def time_metrics(params: dict, domain_name: str, data: str, generations: str) ->
             "total_seconds": round(sum(seconds.values()), 1)}
 
 
+def time_decode_steps(params: dict, base: str, domain_name: str, data: str, prompts: int,
+                      few_shot: bool, steps: int, repeats: int = 2) -> dict:
+    """Seconds of the prompt pass and of one decode step (the mean over `steps`), each the
+    best of `repeats`: `sampling.decode` for 1 and for steps + 1 new tokens, so that the
+    figure means the same for any version of the sampler."""
+    import random
+
+    from polychromic.domains import RECORD_FIELDS
+    from polychromic.io import read_jsonl
+    from polychromic.sampling import decode
+
+    generate = params.get("generate") or {}  # the generate stage's section and defaults
+    n, shots = int(generate.get("n", 10)), int(generate.get("few_shot_examples", 5))
+    domain = load_domain(domain_name, params)
+    examples = []
+    if few_shot:  # as generate draws them: random.Random(seed).sample over the pool
+        pool = read_jsonl(Path(data, "fewshot.jsonl"), RECORD_FIELDS)
+        examples = [pool[i] for i in random.Random(42).sample(range(len(pool)),
+                                                               min(shots, len(pool)))]
+    records = read_jsonl(Path(data, "test.jsonl"), RECORD_FIELDS)[:prompts]
+    tokenizer = load_tokenizer(base)
+    tokenizer.padding_side = "left"
+    runtime = runtime_config(params)
+    model = load_model(base, None, runtime).eval()
+    texts = [prompt_text(tokenizer, domain.messages(r, examples), domain.assistant_prefix(r))
+             for r in records]
+    encoded = tokenizer(texts, return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(model.device)
+    ids, mask = encoded["input_ids"], encoded["attention_mask"]
+
+    def greedy(logits: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        return logits.argmax(-1)
+
+    def seconds(new_tokens: int) -> float:
+        synchronize()
+        started = time.perf_counter()
+        decode(model, ids, mask, n, greedy, new_tokens, eos_token_id=-1)
+        synchronize()
+        return time.perf_counter() - started
+
+    passes, step_seconds = [], []
+    with runtime.autocast():
+        for _ in range(repeats):  # the prompt pass (and one draw), then it and the steps
+            passes.append(seconds(1))
+            step_seconds.append((seconds(steps + 1) - passes[-1]) / steps)
+    return {"domain": domain_name, "system": "few_shot" if few_shot else "zero_shot",
+            "prompts": len(texts), "samples_per_prompt": n, "prompt_width": ids.shape[1],
+            "steps": steps, "prompt_pass_seconds": round(min(passes), 2),
+            "decode_step_ms": round(1000 * min(step_seconds), 1)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -386,6 +445,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="--sandbox: passes over MBPP")
     parser.add_argument("--metrics", metavar="GENERATIONS",
                         help="time the evaluation metrics on this generations file instead")
+    parser.add_argument("--decode-steps", type=int, metavar="STEPS",
+                        help="time the sampler's prompt pass and decode steps instead")
+    parser.add_argument("--prompts", type=int, default=20, help="--decode-steps: prompts")
+    parser.add_argument("--few-shot", action="store_true",
+                        help="--decode-steps: few-shot prompts (else zero-shot)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a params.yaml value for this benchmark")
     args = parser.parse_args(argv)
@@ -398,6 +462,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.metrics:
         print(json.dumps(time_metrics(params, args.domain, args.data, args.metrics), indent=2))
+        return
+    if args.decode_steps:
+        print(json.dumps(time_decode_steps(params, args.base, args.domain, args.data,
+                                           args.prompts, args.few_shot, args.decode_steps)))
         return
     config = load_section(TrainConfig, params, "train")
     domain = load_domain(args.domain, params)
