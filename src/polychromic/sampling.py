@@ -305,9 +305,10 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int,
 def score_continuations(model, prompt: PromptPass, owners: list[int],
                         continuations: list[list[int]]) -> tuple[list[float], list[int]]:
     """Summed negative log-likelihood (nats) and token count of each continuation (token
-    ids) after prompt `owners[i]`, continuing from the prompts' pass (a shared one): its
-    first token from the prompt's last logits, the rest from one pass over the
-    continuations with their prompts' keys and values. Equal to `continuation_nll`."""
+    ids) after prompt `owners[i]`, continuing from the prompts' pass (a shared one, before
+    or after decoding from it, which leaves the prompts' keys as they are): its first token
+    from the prompt's last logits, the rest from one pass over the continuations with their
+    prompts' keys and values. Equal to `continuation_nll`."""
     if not continuations:
         return [], []
     device = prompt.logits.device
@@ -318,7 +319,7 @@ def score_continuations(model, prompt: PromptPass, owners: list[int],
     if ids.shape[1] > 1:
         cache = Cache(layer_class_to_replicate=DynamicLayer)
         for index, layer in enumerate(prompt.cache.layers):
-            cache.update(layer.prompt_keys[owner], layer.prompt_values[owner], index)
+            cache.update(layer.keys[owner], layer.values[owner], index)
         mask = torch.cat([prompt.mask[owner], keep[:, :-1].to(prompt.mask.dtype)], 1)
         positions = prompt.next_position[owner, None] + torch.arange(ids.shape[1] - 1,
                                                                      device=device)
