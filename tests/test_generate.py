@@ -219,6 +219,15 @@ def test_references_scored_from_the_prompts_cache_are_a_plain_pass(tiny_model_di
         expected_nll, expected_tokens = continuation_nll(model, tokenizer, text, text_targets)
         assert tokens == expected_tokens
         np.testing.assert_allclose(nll, expected_nll, rtol=1e-5, atol=1e-4)
+    # the same from a prompt pass that no decode has run from yet
+    from polychromic.modeling import target_ids
+    from polychromic.sampling import prompt_pass, score_continuations
+
+    encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    before = score_continuations(
+        model, prompt_pass(model, encoded["input_ids"], encoded["attention_mask"]), [0, 0, 2],
+        [target_ids(tokenizer, target) for target in targets[0] + targets[2]])
+    np.testing.assert_allclose(before[0], scores[0][0] + scores[2][0], rtol=1e-5, atol=1e-4)
 
 
 def test_batches_fit_the_cache_the_sampler_keeps():
