@@ -34,9 +34,9 @@ class SharedPromptLayer(DynamicLayer):
     """A cache layer in which the n samples of a prompt read that prompt's keys and values
     where the prompt pass left them, instead of n copies of them.
 
-    The prompt pass fills it as a plain `DynamicLayer` (P prompts, padded width W). `share`
-    then keeps those as the prompts' part and gives the P x n samples buffers of their own,
-    (P, heads, n, max_new_tokens, head_dim), that decode steps write in place. A decode
+    The prompt pass fills it as a plain `DynamicLayer` (P prompts, padded width W): `keys`
+    and `values` stay the prompts' from then on. `share` gives the P x n samples buffers of
+    their own, (P, heads, n, max_new_tokens, head_dim), that decode steps write in place. A decode
     step's batch holds only the live samples (`prompt_of_row`, `sample_of_row`: where each
     row's buffer is), so an ended sample leaves it without any cache being copied. `update`
     returns the layer itself, which only `shared_prompt_attention` reads."""
@@ -47,7 +47,6 @@ class SharedPromptLayer(DynamicLayer):
 
     def share(self, prompt_mask: torch.Tensor, n: int, max_new_tokens: int) -> None:
         prompts, heads, _, head_dim = self.keys.shape
-        self.prompt_keys, self.prompt_values = self.keys, self.values
         low = torch.finfo(self.keys.dtype).min  # added to the scores of padding positions
         self.prompt_bias = torch.zeros(prompt_mask.shape, dtype=self.keys.dtype,
                                        device=self.keys.device).masked_fill(prompt_mask == 0, low)
@@ -93,18 +92,18 @@ def shared_prompt_attention(module, query: torch.Tensor, key: SharedPromptLayer,
     grid[where] = query.view(rows, kv_heads, group, head_dim)
     own_keys = layer.sample_keys[:, :, :, :layer.length]
     own_values = layer.sample_values[:, :, :, :layer.length]
-    width = layer.prompt_keys.shape[-2]
+    width = layer.keys.shape[-2]
     prompt_scores = (grid.view(prompts, kv_heads, n * group, head_dim)
-                     @ layer.prompt_keys.transpose(-1, -2)).float()
+                     @ layer.keys.transpose(-1, -2)).float()
     prompt_scores = (prompt_scores * scaling + layer.prompt_bias[:, None, None, :]
                      ).view(prompts, kv_heads, n, group, width)
     own_scores = (grid @ own_keys.transpose(-1, -2)).float() * scaling
     top = torch.maximum(prompt_scores.amax(-1), own_scores.amax(-1)).unsqueeze(-1)
     prompt_weights, own_weights = (prompt_scores - top).exp_(), (own_scores - top).exp_()
     total = prompt_weights.sum(-1, keepdim=True) + own_weights.sum(-1, keepdim=True)
-    dtype = layer.prompt_values.dtype
+    dtype = layer.values.dtype
     out = (prompt_weights.to(dtype).view(prompts, kv_heads, n * group, width)
-           @ layer.prompt_values).view(prompts, kv_heads, n, group, head_dim)
+           @ layer.values).view(prompts, kv_heads, n, group, head_dim)
     out = (out + own_weights.to(dtype) @ own_values) / total.to(dtype)
     return out[where].reshape(rows, 1, heads, head_dim), None
 
