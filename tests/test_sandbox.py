@@ -112,6 +112,20 @@ def test_attacks_are_contained_and_fail(box, name, body, status):
     assert host_tmp() == before
 
 
+@pytest.mark.parametrize("body", ["while True:\n    pass\n",  # user time
+                                  "import os\nwhile True:\n    os.write(1, b'x' * 65536)\n"])
+def test_running_out_of_cpu_time_is_a_timeout(body):
+    """The kernel SIGKILLs a program at its CPU limit: that is a timeout, not a crash, even
+    when the CPU limit runs out before the wall clock (the race that made this flaky when
+    both were 2 s)."""
+    settings = SandboxSettings(timeout_s=10.0, cpu_s=1.0, workers=1, uid=UID + 8)
+    with Sandbox(settings) as cpu_bound:
+        outcome, after_it = cpu_bound.run([attack(body), GOOD])
+    assert outcome.status == "timeout", outcome
+    assert outcome.seconds < 5  # the CPU limit, not the wall clock, stopped it
+    assert after_it.all_passed
+
+
 def test_files_outside_its_directory_are_out_of_reach(box, canary):
     target = canary / "keep.txt"
     body = (f"import os, shutil\nfor step in (lambda: os.remove({str(target)!r}),\n"

@@ -56,6 +56,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 SCRATCH = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # world-writable on most systems
+CPU_SLACK_S = 0.05  # rusage vs the kernel's tick-granular CPU-limit check
 REPORT_LIMIT = 1 << 16  # bytes of events read per job; a flood beyond it is a failure
 ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 
@@ -127,7 +128,7 @@ def isolate_filesystem(settings: dict) -> None:
 
 
 def set_limits(settings: dict) -> None:
-    cpu = max(1, int(settings["cpu_s"] + 0.999))
+    cpu = cpu_limit_s(settings)
     megabyte = 1 << 20
     for limit, value in ((resource.RLIMIT_CPU, cpu),
                          (resource.RLIMIT_AS, settings["memory_mb"] * megabyte),
@@ -204,8 +205,9 @@ def become_runner(job: dict, settings: dict, token: str, report_fd: int, workdir
     run_program(job, token, report_fd)
 
 
-def wait_with_timeout(pid: int, seconds: float) -> tuple[int | None, bool]:
-    """(wait status, timed out). SIGKILLs `pid` when the time runs out."""
+def wait_with_timeout(pid: int, seconds: float) -> tuple[int, bool, float]:
+    """(wait status, timed out, CPU seconds the process used). SIGKILLs `pid` when the time
+    runs out."""
     if hasattr(os, "pidfd_open"):  # Linux >= 5.3: wake up exactly when it ends
         pidfd = os.pidfd_open(pid)
         try:
@@ -220,8 +222,13 @@ def wait_with_timeout(pid: int, seconds: float) -> tuple[int | None, bool]:
     if timed_out:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    return status, timed_out
+    _, status, usage = os.wait4(pid, 0)
+    return status, timed_out, usage.ru_utime + usage.ru_stime
+
+
+def cpu_limit_s(settings: dict) -> int:
+    """RLIMIT_CPU counts whole seconds."""
+    return max(1, int(settings["cpu_s"] + 0.999))
 
 
 def keeper(job: dict, settings: dict, token: str, report_fd: int) -> int:
@@ -242,12 +249,15 @@ def keeper(job: dict, settings: dict, token: str, report_fd: int) -> int:
         finally:
             os._exit(70)  # setup failed before the program ran
     os.close(report_fd)
-    status, timed_out = wait_with_timeout(runner, settings["timeout_s"])
+    status, timed_out, cpu_s = wait_with_timeout(runner, settings["timeout_s"])
     if settings["mode"] == "unisolated":
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(runner, signal.SIGKILL)  # the session; escapees are not reachable
         shutil.rmtree(workdir, ignore_errors=True)
-    if timed_out:
+    # The kernel kills a process at its CPU limit (SIGKILL when soft = hard): that is running
+    # out of time too, whichever of the two clocks ran out first.
+    out_of_cpu = os.WIFSIGNALED(status) and cpu_s >= cpu_limit_s(settings) - CPU_SLACK_S
+    if timed_out or out_of_cpu:
         return 2
     if os.WIFSIGNALED(status):
         return 3
