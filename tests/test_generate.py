@@ -245,3 +245,32 @@ def test_batches_fit_the_cache_the_sampler_keeps():
         range(0, 1), range(1, 2), range(2, 3), range(3, 4)]
     assert batches(lengths, 10, 2, 4, 10**6) == [range(0, 2), range(2, 4)]  # the limit
     assert batches([5000], 10, 8, 4, 500) == [range(0, 1)]  # one prompt even past the budget
+
+
+def test_a_merged_adapter_is_the_adapters_function(tiny_model_dir, tmp_path):
+    """generate folds the adapter into the base weights: the same logits and samples as the
+    adapter applied on top of them, no LoRA layer left, and the base checkpoint untouched."""
+    from polychromic.training import LoraSettings, add_lora
+
+    checkpoint = tiny_model_dir / "model.safetensors"
+    base_bytes = checkpoint.read_bytes()
+    model = add_lora(load_model(tiny_model_dir), LoraSettings(), seed=0)
+    with torch.no_grad():  # B starts at 0 (the adapter a no-op): make it a real change
+        for name, weight in model.named_parameters():
+            if "lora_B" in name:
+                weight.copy_(torch.randn(weight.shape, generator=torch.Generator().manual_seed(1)))
+    model.save_pretrained(tmp_path)
+    tokenizer, _, texts = setup(tiny_model_dir)
+    applied = load_model(tiny_model_dir, tmp_path).eval()
+    merged = load_model(tiny_model_dir, tmp_path, merge_adapter=True).eval()
+    base = load_model(tiny_model_dir).eval()
+    assert not any("lora" in name for name, _ in merged.named_modules())
+    encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        logits = [m(**encoded).logits for m in (applied, merged, base)]
+    assert (logits[0] - logits[2]).abs().max() > 0.1  # the adapter matters
+    torch.testing.assert_close(logits[1], logits[0], atol=1e-5, rtol=1e-5)
+    settings = dict(temperature=1.0, top_p=0.95, max_new_tokens=8, seed=3)
+    assert sample(merged, tokenizer, texts, 4, **settings) == \
+        sample(applied, tokenizer, texts, 4, **settings)
+    assert checkpoint.read_bytes() == base_bytes

@@ -519,8 +519,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.sampling:
         generate = params.get("generate") or {}  # the generate stage's section (a stage
         # module is not imported here), with its defaults
+        # the generate stage's model: the base, or a trained system's with its adapter
+        # merged (the same shape); not the trainer's, whose adapter is a layer apart
         with runtime.autocast():
-            result["sampling"] = time_sampling(model, tokenizer, domain, records[1],
+            result["sampling"] = time_sampling(load(), tokenizer, domain, records[1],
                                                int(generate.get("n", 10)),
                                                int(generate.get("batch_prompts", 20)),
                                                limits)

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = load_tokenizer(args.base)
     tokenizer.padding_side = "left"  # generation continues from the right edge
     runtime = runtime_config(params)
-    model = load_model(args.base, args.adapter, runtime).eval()
+    model = load_model(args.base, args.adapter, runtime, merge_adapter=True).eval()
     with runtime.autocast(), tqdm(total=len(records), desc=f"generate {args.domain}/"
                                   f"{args.system}", unit="prompt") as progress:
         rows = generate_rows(model, tokenizer, domain, records, examples, config, args.system,

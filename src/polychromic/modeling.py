@@ -120,9 +120,13 @@ def load_tokenizer(base_dir: str | Path):
 
 
 def load_model(base_dir: str | Path, adapter_dir: str | Path | None = None,
-               runtime: Runtime | None = None):
+               runtime: Runtime | None = None, merge_adapter: bool = False):
     """The base model on `runtime`'s device (default: the GPU when there is one), 4-bit
-    quantised if it asks, with the LoRA adapter at `adapter_dir` applied when given."""
+    quantised if it asks, with the LoRA adapter at `adapter_dir` applied when given.
+
+    `merge_adapter` (inference only) folds the adapter into the base weights: the same
+    function up to float rounding, without the adapter's extra products and Python layers
+    on every linear. 4-bit weights keep it apart: folding it in would round it away."""
     from transformers import AutoModelForCausalLM
 
     if not Path(base_dir, "config.json").is_file():
@@ -140,4 +144,6 @@ def load_model(base_dir: str | Path, adapter_dir: str | Path | None = None,
         if not Path(adapter_dir, "adapter_config.json").is_file():
             raise UserError(f"{adapter_dir}: no LoRA adapter (run: dvc repro train)")
         model = PeftModel.from_pretrained(model, adapter_dir)
+        if merge_adapter and quantization is None:
+            model = model.merge_and_unload()
     return model
