@@ -379,9 +379,7 @@ def time_decode_steps(params: dict, base: str, domain_name: str, data: str, prom
     """Seconds of the prompt pass and of one decode step (the mean over `steps`), each the
     best of `repeats`: `sampling.decode` for 1 and for steps + 1 new tokens, so that the
     figure means the same for any version of the sampler."""
-    import random
-
-    from polychromic.domains import RECORD_FIELDS
+    from polychromic.domains import RECORD_FIELDS, few_shot_examples
     from polychromic.io import read_jsonl
     from polychromic.sampling import decode
 
@@ -389,10 +387,9 @@ def time_decode_steps(params: dict, base: str, domain_name: str, data: str, prom
     n, shots = int(generate.get("n", 10)), int(generate.get("few_shot_examples", 5))
     domain = load_domain(domain_name, params)
     examples = []
-    if few_shot:  # as generate draws them: random.Random(seed).sample over the pool
-        pool = read_jsonl(Path(data, "fewshot.jsonl"), RECORD_FIELDS)
-        examples = [pool[i] for i in random.Random(42).sample(range(len(pool)),
-                                                               min(shots, len(pool)))]
+    if few_shot:  # generate's draw for seed 42
+        examples = few_shot_examples(read_jsonl(Path(data, "fewshot.jsonl"), RECORD_FIELDS),
+                                     shots, 42)
     records = read_jsonl(Path(data, "test.jsonl"), RECORD_FIELDS)[:prompts]
     tokenizer = load_tokenizer(base)
     tokenizer.padding_side = "left"

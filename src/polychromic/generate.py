@@ -12,12 +12,11 @@ reference outputs' log-likelihood under the system (for their perplexity).
 from __future__ import annotations
 
 import argparse
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from polychromic.config import UserError, help_text, load_section, read_params, require, run_main
-from polychromic.domains import RECORD_FIELDS, Domain, Record, load_domain
+from polychromic.domains import RECORD_FIELDS, Domain, Record, few_shot_examples, load_domain
 from polychromic.io import read_jsonl, write_jsonl
 from polychromic.modeling import load_model, load_tokenizer, prompt_text
 from polychromic.runtime import runtime_config
@@ -68,11 +67,6 @@ def batches(prompt_lengths: list[int], new_tokens: int, limit: int, samples: int
         out.append(range(start, end))
         start = end
     return out
-
-
-def few_shot_examples(pool: list[Record], count: int, seed: int) -> list[Record]:
-    rng = random.Random(seed)
-    return [pool[i] for i in rng.sample(range(len(pool)), min(count, len(pool)))]
 
 
 def generate_rows(model, tokenizer, domain: Domain, records: list[Record],

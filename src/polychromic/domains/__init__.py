@@ -26,6 +26,7 @@ A prepared record (data/processed/<domain>/<split>.jsonl) is the same for every 
 from __future__ import annotations
 
 import importlib
+import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -147,6 +148,12 @@ class Domain:
 
     def checker(self, val: list[Record]) -> Checker:
         raise NotImplementedError
+
+
+def few_shot_examples(pool: list[Record], count: int, seed: int) -> list[Record]:
+    """The few-shot system's worked examples: `count` drawn from the pool with `seed`."""
+    rng = random.Random(seed)
+    return [pool[i] for i in rng.sample(range(len(pool)), min(count, len(pool)))]
 
 
 def known_domains() -> list[str]:
