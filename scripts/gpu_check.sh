@@ -14,7 +14,7 @@ out=${OUT:-.gpu/out}
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .gpu/whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/.gpu/site:$PWD/src PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site:$PWD/.gpu/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt"
 python3 -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__,
 peft.__version__, torch.cuda.get_device_name())" >> "$out/gpu.txt" 2>&1
@@ -29,13 +29,14 @@ print("random MiniLM written")
 PY
 
 POLYCHROMIC_TEST_TOKENIZER=$PWD/.gpu/smollm2 timeout 150 python3 -m pytest -q -n 8 \
-    -p no:cacheprovider tests/test_objective.py tests/test_polychromic.py \
-    tests/test_generate.py tests/test_signal.py tests/test_train.py tests/test_runtime.py \
+    -p no:cacheprovider tests/unit/test_objective.py tests/{unit,integration}/test_polychromic.py \
+    tests/{unit,integration}/test_generate.py tests/unit/test_signal.py \
+    tests/{unit,integration}/test_train.py tests/{unit,integration}/test_runtime.py \
     > "$out/tests.log" 2>&1
 echo "tests exit $?" >> "$out/gpu.txt"
 
 for precision in fp32 auto; do  # auto: bf16 mixed precision on a GPU that has it
-    timeout 110 python3 -m polychromic.bench --base .gpu/smollm2 --data .gpu/data/replies \
+    timeout 110 python3 -m polychromic.commands.bench --base .gpu/smollm2 --data .gpu/data/replies \
         --random-weights --sampling --steps 8 --set runtime.precision=$precision \
         > "$out/smollm2-$precision.json" 2>> "$out/bench.log"
     echo "smollm2 $precision bench exit $?" >> "$out/gpu.txt"
@@ -43,7 +44,7 @@ done
 
 # the original design's LoRA (r 16, alpha 16, dropout 0.1 on all seven projections),
 # effective batch 16 in one batch, polychromic samples at temperature 0.9, top-p 0.9
-timeout 240 python3 -m polychromic.bench --base .gpu/qwen3-8b --data .gpu/data/replies \
+timeout 240 python3 -m polychromic.commands.bench --base .gpu/qwen3-8b --data .gpu/data/replies \
     --random-weights --dtype bfloat16 --sampling --steps 6 \
     --set train.batch_size=16 --set train.lora.alpha=16 --set train.lora.dropout=0.1 \
     --set 'train.lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]' \

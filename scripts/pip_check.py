@@ -29,6 +29,8 @@ def requirements(path: Path) -> list[Requirement]:
         line = line.split("#")[0].strip()
         if line.startswith("-r"):
             found += requirements(path.parent / line[2:].strip())
+        elif line.startswith("-e"):  # this project, editable: its requirements.txt pins
+            found += requirements(ROOT / "requirements.txt")
         elif line:
             found.append(Requirement(line))
     return found

@@ -28,10 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def stage(cwd: Path, module: str, *args: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"),
+    # the repository's package: `cwd` is a scratch folder without one
+    env = {**os.environ, "PYTHONPATH": str(REPO),
            "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
-    subprocess.run([sys.executable, "-m", f"polychromic.{module}", *args], cwd=cwd, env=env,
-                   check=True)
+    subprocess.run([sys.executable, "-m", f"polychromic.stages.{module}", *args], cwd=cwd,
+                   env=env, check=True)
 
 
 def main() -> None:

@@ -1,30 +1,20 @@
-"""Shared fixtures: a tiny random Llama with the real SmolLM2 tokenizer and chat template."""
+"""Shared fixtures: a tiny random Llama with the real SmolLM2 tokenizer and chat template, and
+an S3 server (the helpers the tests share are in tests/helpers.py)."""
 
 from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import REPO, build_tiny_llama
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One thread per worker (and per stage it starts): the workers already fill the cores,
     # and tiny models gain nothing from more threads but contention.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run_module(cwd: Path, module: str, *args: str, src: Path = REPO / "src") -> None:
-    """Run stage `polychromic.<module>` in `cwd` (MLflow store there); it must succeed."""
-    env = {**os.environ, "PYTHONPATH": str(src),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
-    result = subprocess.run([sys.executable, "-m", f"polychromic.{module}", *args], cwd=cwd,
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -46,7 +36,7 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     (the GPU check, scripts/gpu_check.sh)."""
     from transformers import AutoTokenizer
 
-    from polychromic.base_model import EMBEDDED, embedded_gguf
+    from polychromic.base_source import EMBEDDED, embedded_gguf
 
     if os.environ.get("POLYCHROMIC_TEST_TOKENIZER"):
         return Path(os.environ["POLYCHROMIC_TEST_TOKENIZER"])
@@ -55,24 +45,6 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     assert EMBEDDED["embedded:smollm2"][1] == gguf.name
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     out = tmp_path_factory.mktemp("tokenizer")
-    tokenizer.save_pretrained(out)
-    return out
-
-
-def build_tiny_llama(out: Path, tokenizer_dir: Path, tie_word_embeddings: bool) -> Path:
-    """A 2-layer, 32-wide random Llama checkpoint with the real tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, tie_word_embeddings=tie_word_embeddings,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
 

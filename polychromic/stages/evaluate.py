@@ -1,0 +1,170 @@
+"""Stage `evaluate`: one system's generations (one seed) -> metrics JSON and per-prompt scores.
+
+One entry point for every domain. Per prompt, then averaged over prompts (`compare` adds CIs
+and tests):
+- diversity within the prompt's n samples: Self-BLEU (nltk `sentence_bleu` of each sample
+  against the other n-1, n-grams up to `self_bleu_order`, smoothing method1; lower = more
+  diverse), Distinct-1/2/3 (unique n-grams / all n-grams, pooled over the n samples), semantic
+  diversity (mean pairwise 1 - cosine of sentence embeddings);
+- quality, those of the domain's `quality_metrics`: ROUGE-1/2/L F1 (rouge-score, stemmed) and
+  BERTScore F1 (bert-score with a local model directory and `bertscore_layers`; UNRESCALED)
+  of the first sample against the best reference, and the perplexity of the reference
+  outputs under the system (from the NLL the generate stage recorded; lower is better): per
+  prompt its log (nats per token), over prompts the mean log and its exp (geometric mean);
+- pass@k (Chen et al.'s unbiased estimator) under the domain's checker, and the domain's own
+  per-sample metrics (e.g. the share of well-formed replies, of programs that parse).
+
+Undefined values (e.g. Distinct-3 of samples without trigrams) are null per prompt and
+counted under "undefined", never averaged in as 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from polychromic import metrics
+from polychromic.config import UserError, load_section, read_params, require, run_main, stage_help
+from polychromic.domains import RECORD_FIELDS, Checker, Domain, Record, load_domain
+from polychromic.embedding import model_directory, shared_embedder
+from polychromic.io import read_jsonl, write_json, write_jsonl
+from polychromic.runtime import runtime_config
+from polychromic.settings import EvaluateConfig, listed
+
+GENERATION_FIELDS = {"id": str, "prompt": str, "references": list, "samples": list,
+                     "reference_nll": list, "reference_tokens": list}
+
+
+
+def score_prompt(row: dict, sample_vectors: np.ndarray, verdicts: list, quality: tuple,
+                 bertscore: float | None, config: EvaluateConfig) -> dict:
+    samples, n = row["samples"], len(row["samples"])
+    passed = sum(v.passed for v in verdicts)
+    scores = {
+        "id": row["id"], "n": n, "passed": passed,
+        **{f"pass@{k}": metrics.pass_at_k(n, passed, k) for k in config.ks},
+        "self_bleu": metrics.self_bleu(samples, config.self_bleu_order),
+        **{f"distinct_{order}": metrics.distinct_n(samples, order) for order in (1, 2, 3)},
+        "semantic": metrics.semantic_diversity(sample_vectors),
+    }
+    if {"rouge_1", "rouge_2", "rouge_l"} & set(quality):
+        rouge = metrics.rouge(samples[0], row["references"])
+        scores.update({name: value for name, value in rouge.items() if name in quality})
+    if "bertscore_f1" in quality:
+        scores["bertscore_f1"] = bertscore
+    if "log_perplexity" in quality:
+        scores["log_perplexity"] = metrics.log_perplexity(row["reference_nll"],
+                                                          row["reference_tokens"])
+    for name in verdicts[0].values:
+        scores[name] = float(np.mean([v.values[name] for v in verdicts]))
+    return scores
+
+
+def evaluate(rows: list[dict], records: dict[str, Record], domain: Domain, checker: Checker,
+             config: EvaluateConfig, embed, bertscore_dir: str | None,
+             bertscore_device: str = "cpu") -> tuple[dict, list[dict]]:
+    quality = domain.quality_metrics
+    # One embedding call for every sample: per-prompt calls leave the encoder's batches tiny.
+    vectors = embed([s for row in rows for s in row["samples"]])
+    bertscores = [None] * len(rows)
+    if "bertscore_f1" in quality:
+        bertscores = metrics.bertscore_f1([row["samples"][0] for row in rows],
+                                          [row["references"] for row in rows],
+                                          bertscore_dir, config.bertscore_layers,
+                                          device=bertscore_device)
+    verdicts = checker.verdicts([(records[row["id"]], row["samples"]) for row in rows])
+    scores, offset = [], 0
+    for row, bertscore, row_verdicts in zip(rows, bertscores, verdicts, strict=True):
+        n = len(row["samples"])
+        scores.append(score_prompt(row, vectors[offset:offset + n], row_verdicts, quality,
+                                   bertscore, config))
+        offset += n
+
+    summary = {"n_prompts": len(scores), "n_samples": scores[0]["n"], "undefined": {}}
+    table = metrics.metric_table(quality, domain.domain_metrics, config.ks)
+    for name, (group, _, _) in table.items():
+        value, undefined = metrics.mean_defined([s[name] for s in scores])
+        summary.setdefault(group, {})[name] = value
+        if undefined:
+            summary["undefined"][name] = undefined
+    if "log_perplexity" in quality:  # exp of the mean log: the prompts' geometric mean
+        log_ppl = summary["quality"]["log_perplexity"]
+        summary["quality"]["perplexity"] = None if log_ppl is None else float(np.exp(log_ppl))
+    summary["checker"] = {**checker.describe(), "pass_rate": sum(s["passed"] for s in scores)
+                          / sum(s["n"] for s in scores)}
+    return summary, scores
+
+
+def check_generations(path: str, rows: list[dict], records: dict[str, Record],
+                      ks: list[int]) -> None:
+    for number, row in enumerate(rows, start=1):
+        samples, references = row["samples"], row["references"]
+        if not samples or not all(isinstance(s, str) for s in samples):
+            raise UserError(f"{path}:{number}: 'samples' must be a non-empty list of strings")
+        # a user's code problem may come without a reference solution: no references
+        if not all(isinstance(r, str) and r.strip() for r in references):
+            raise UserError(f"{path}:{number}: 'references' must be non-empty strings")
+        if not len(row["reference_nll"]) == len(row["reference_tokens"]) == len(references):
+            raise UserError(f"{path}:{number}: 'reference_nll' and 'reference_tokens' must "
+                            "have one entry per reference")
+        if len(samples) < max(ks):
+            raise UserError(f"{path}:{number}: {len(samples)} samples but evaluate.ks asks for "
+                            f"k={max(ks)} (raise params.yaml 'generate.n')")
+        if row["id"] not in records:
+            raise UserError(f"{path}:{number}: id {row['id']!r} is not in the prepared split "
+                            "(rerun generate: dvc repro)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=stage_help(__doc__, (EvaluateConfig, "evaluate")),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--domain", required=True)
+    parser.add_argument("--system", required=True)
+    parser.add_argument("--seed", type=int, required=True, help="the training/sampling seed")
+    parser.add_argument("--generations", required=True, help="generations JSONL")
+    parser.add_argument("--data", required=True, help="the domain's prepared splits directory "
+                        "(the checker's records; val calibrates the replies checker)")
+    parser.add_argument("--split", default="test", choices=("test", "val"),
+                        help="the split the generations answer")
+    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
+    parser.add_argument("--scores", required=True, help="per-prompt scores JSONL to write")
+    args = parser.parse_args(argv)
+    params = read_params()
+    config = load_section(EvaluateConfig, params, "evaluate")
+    methods = listed(params, "methods")
+    known = listed(params, "prompting") + methods
+    require(args.system in known, "systems", f"names unknown system {args.system!r} "
+            f"(known: the 'prompting' and 'methods' lists: {', '.join(known)})")
+    domain = load_domain(args.domain, params)
+    records = {r["id"]: r for r in read_jsonl(Path(args.data, f"{args.split}.jsonl"),
+                                              RECORD_FIELDS)}
+    rows = read_jsonl(args.generations, GENERATION_FIELDS)
+    check_generations(args.generations, rows, records, config.ks)
+    val = read_jsonl(Path(args.data, "val.jsonl"), RECORD_FIELDS)
+
+    from polychromic import tracking
+
+    device = runtime_config(params).metrics_device()
+    embed = shared_embedder(config.embedding_model, "evaluate.embedding_model", device)
+    bertscore_dir = (model_directory(config.bertscore_model, "evaluate.bertscore_model")
+                     if "bertscore_f1" in domain.quality_metrics else None)
+    with domain.checker(val) as checker:
+        summary, scores = evaluate(rows, records, domain, checker, config, embed,
+                                   bertscore_dir, device)
+    summary = {"domain": args.domain, "system": args.system, "seed": args.seed, **summary}
+    trained = args.system in methods
+    with tracking.mlflow_run("evaluate", args.domain, args.system, {"evaluate": asdict(config)},
+                             seed=args.seed, method=args.system if trained else ""):
+        tracking.log_metrics({k: v for k, v in summary.items() if k not in ("checker", "seed")}
+                             | {"checker.pass_rate": summary["checker"]["pass_rate"]})
+    write_jsonl(args.scores, scores, rounded=True)
+    write_json(args.metrics, summary)
+    print(f"{args.domain}/{args.system}: passk {summary['passk']}, diversity "
+          f"{summary['diversity']} -> {args.metrics}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,136 @@
+"""Stage `generate`: n sampled answers per test prompt for one system.
+
+Systems: `zero_shot` (base model, the domain's prompt), `few_shot` (base model, the prompt
+after k worked examples drawn once from the domain's few-shot pool with the seed), and a
+trained method (base model + its LoRA adapter, the prompt as in training). The domain owns
+the prompt format and the sampling settings (params `<domain>.sampling`); up to
+`batch_prompts` prompts and their n samples are sampled together (fewer when their cache
+would pass `cache_gb`), each prompt encoded once (`sampling.py`). Each row also records the
+reference outputs' log-likelihood under the system (for their perplexity).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from polychromic.config import UserError, load_section, read_params, require, run_main, stage_help
+from polychromic.domains import RECORD_FIELDS, Domain, Record, few_shot_examples, load_domain
+from polychromic.io import read_jsonl, write_jsonl
+from polychromic.modeling import load_model, load_tokenizer, prompt_text
+from polychromic.runtime import runtime_config
+from polychromic.sampling import full_attention_only, sample_and_score
+from polychromic.settings import EvaluateConfig, GenerateConfig
+
+PROMPTED = ("zero_shot", "few_shot")
+
+
+
+def cache_bytes_per_token(model) -> int:
+    """KV-cache bytes of one token of one sample."""
+    config = model.config.get_text_config(decoder=True)
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * heads * head_dim * model.dtype.itemsize
+
+
+def batches(prompt_lengths: list[int], new_tokens: int, limit: int, samples: int,
+            budget: float, shared: bool = True) -> list[range]:
+    """Consecutive prompts per batch: at most `limit`, and while the batch's cache stays
+    within `budget` tokens (at least one prompt per batch). Shared (`SharedPromptLayer`):
+    each prompt's keys once, padded to the batch's longest, and each sample's new tokens;
+    otherwise every sample holds the longest prompt and its new tokens."""
+    def cache_tokens(prompts: int, width: int) -> int:
+        if shared:
+            return prompts * width + prompts * samples * new_tokens
+        return prompts * samples * (width + new_tokens)
+
+    out, start = [], 0
+    while start < len(prompt_lengths):
+        end = start + 1
+        while end < len(prompt_lengths) and end - start < limit and cache_tokens(
+                end + 1 - start, max(prompt_lengths[start:end + 1])) <= budget:
+            end += 1
+        out.append(range(start, end))
+        start = end
+    return out
+
+
+def generate_rows(model, tokenizer, domain: Domain, records: list[Record],
+                  examples: list[Record], config: GenerateConfig, system: str, seed: int,
+                  progress=None) -> list[dict]:
+    """One row per record: its samples, and each reference's NLL under the system."""
+    sampling, rows = domain.sampling, []
+    texts = [prompt_text(tokenizer, domain.messages(r, examples), domain.assistant_prefix(r))
+             for r in records]
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    budget = config.cache_gb * 2**30 / cache_bytes_per_token(model)
+    for batch in batches(lengths, sampling.max_new_tokens, config.batch_prompts, config.n,
+                         budget, full_attention_only(model)):
+        targets = [[domain.target(records[i], ref) for ref in records[i]["references"]]
+                   for i in batch]
+        samples, scores = sample_and_score(
+            model, tokenizer, [texts[i] for i in batch], targets, config.n,
+            temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
+            max_new_tokens=sampling.max_new_tokens, stop=domain.stop, seed=seed + batch.start)
+        for i, record_samples, (nll, tokens) in zip(batch, samples, scores, strict=True):
+            record = records[i]
+            rows.append({"id": record["id"], "prompt": record["prompt"],
+                         "references": record["references"], "system": system, "seed": seed,
+                         "samples": record_samples, "reference_nll": nll,
+                         "reference_tokens": tokens})
+        if progress is not None:
+            progress(len(batch))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=stage_help(__doc__, (GenerateConfig, "generate")),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--domain", required=True)
+    parser.add_argument("--system", required=True,
+                        help="zero_shot, few_shot, or a trained method (with --adapter)")
+    parser.add_argument("--base", required=True, help="base model checkpoint directory")
+    parser.add_argument("--adapter", help="LoRA adapter directory (trained methods)")
+    parser.add_argument("--data", required=True, help="the domain's prepared splits directory")
+    parser.add_argument("--split", default="test", choices=("test", "val"),
+                        help="prompts to answer (val: for choosing settings; never test)")
+    parser.add_argument("--seed", type=int, required=True,
+                        help="sampling seed (one of params.yaml's seeds; reseeded per batch) and "
+                        "few-shot example draw")
+    parser.add_argument("--out", required=True, help="generations JSONL to write")
+    args = parser.parse_args(argv)
+    params = read_params()
+    config = load_section(GenerateConfig, params, "generate")
+    ks = load_section(EvaluateConfig, params, "evaluate", only=("ks",)).ks
+    require(config.n >= max(ks), "generate.n", f"({config.n}) must be >= the largest k in "
+            f"evaluate.ks ({max(ks)})")
+    if (args.system in PROMPTED) == (args.adapter is not None):
+        raise UserError(f"system {args.system!r}: " + (
+            "a prompted system takes no adapter" if args.adapter else
+            f"unknown system (prompted systems: {', '.join(PROMPTED)}; a trained method "
+            "needs --adapter)"))
+    domain = load_domain(args.domain, params)
+
+    from tqdm import tqdm
+
+    examples = []
+    if args.system == "few_shot":
+        pool = read_jsonl(Path(args.data, "fewshot.jsonl"), RECORD_FIELDS)
+        examples = few_shot_examples(pool, config.few_shot_examples, args.seed)
+    records = read_jsonl(Path(args.data, f"{args.split}.jsonl"), RECORD_FIELDS)
+    records = records[:domain.sampling.test_prompts]
+    tokenizer = load_tokenizer(args.base)
+    tokenizer.padding_side = "left"  # generation continues from the right edge
+    runtime = runtime_config(params)
+    model = load_model(args.base, args.adapter, runtime, merge_adapter=True).eval()
+    with runtime.autocast(), tqdm(total=len(records), desc=f"generate {args.domain}/"
+                                  f"{args.system}", unit="prompt") as progress:
+        rows = generate_rows(model, tokenizer, domain, records, examples, config, args.system,
+                             args.seed, progress.update)
+    write_jsonl(args.out, rows)
+    print(f"{args.domain}/{args.system}: {len(rows)} prompts x {config.n} samples -> {args.out}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,34 @@
+"""Stage `results`: docs/results-tables.md from every domain's comparison and Table 1.
+
+The page a reader opens for the numbers: per domain (params.yaml's `domains`, in order) the
+pre-registered primary hypotheses with the verdict, then the report stage's Table 1, its
+primary analysis and verdict. Generated, never typed, so that it cannot drift from
+`dvc.lock`; the README's short tables come from the same rendering (`polychromic readme`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from polychromic.config import read_params, run_main
+from polychromic.io import atomic_path
+from polychromic.results import tables_page
+from polychromic.settings import listed
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--metrics", default="metrics", help="the metrics folder")
+    parser.add_argument("--out", required=True, help="the Markdown page to write")
+    args = parser.parse_args(argv)
+    domains = listed(read_params(), "domains")
+    page = tables_page(domains, Path(args.metrics))
+    with atomic_path(args.out) as tmp:
+        Path(tmp).write_text(page, encoding="utf-8")
+    print(f"results of {', '.join(domains)} -> {args.out}")
+
+
+if __name__ == "__main__":
+    run_main(main)

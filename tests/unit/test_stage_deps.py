@@ -1,0 +1,196 @@
+"""dvc.yaml's deps are honest and the layers hold: every file of the package that a stage
+runs (its module's import closure, with the domain's package for that matrix item) is a
+dependency of the stage, every source dep is run by some item of its stage, and stages and
+commands import libraries only, never a stage or a command. (That each stage declares the
+params it reads is checked on a real run: tests/e2e/test_pipeline.py.)"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import REPO, interpolate, matrix_items
+
+PACKAGE = REPO / "polychromic"
+STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+STAGE_MODULES = {p.stem for p in (PACKAGE / "stages").glob("*.py") if p.stem != "__init__"}
+COMMAND_MODULES = {p.stem for p in (PACKAGE / "commands").glob("*.py") if p.stem != "__init__"}
+LAYERED = {PACKAGE / "stages" / f"{m}.py" for m in STAGE_MODULES} | {
+    PACKAGE / "commands" / f"{m}.py" for m in COMMAND_MODULES}
+
+
+def module_file(name: str) -> Path | None:
+    """The source file of module `polychromic...`, or None outside the package."""
+    if name != "polychromic" and not name.startswith("polychromic."):
+        return None
+    path = REPO.joinpath(*name.split("."))
+    if path.is_dir():
+        return path / "__init__.py"
+    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module in the package that `path` imports, at any depth of its code; a package
+    that imports all its modules by discovery (pkgutil.iter_modules: the method registry)
+    imports each of them."""
+    found = set()
+    text = path.read_text(encoding="utf-8")
+    if path.name == "__init__.py" and "pkgutil.iter_modules" in text:
+        package = ".".join(path.parent.relative_to(REPO).parts)
+        found |= {f"{package}.{p.stem}" for p in path.parent.glob("*.py")
+                  if p.stem != "__init__"}
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in found if module_file(name) is not None}
+
+
+def runs_code(path: Path) -> bool:
+    """False for an __init__ file with nothing but a docstring: nothing in it can change
+    what a stage computes."""
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    return bool(body)
+
+
+@functools.cache
+def closure(module: str) -> frozenset[Path]:
+    """The files a module runs: itself, its packages' __init__ files, what they import."""
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b first
+            path = module_file(".".join(parts[:depth]))
+            if path is not None and path not in seen:
+                seen.add(path)
+                todo += sorted(imports_of(path))
+    return frozenset(path for path in seen if runs_code(path))
+
+
+def covered(path: Path, deps: list[str]) -> bool:
+    relative = path.relative_to(REPO).as_posix()
+    return any(relative == dep or relative.startswith(dep.rstrip("/") + "/") for dep in deps)
+
+
+def stage_module(stage: dict) -> str:
+    return re.search(r"python -m (polychromic\.stages\.\w+)", stage["cmd"]).group(1)
+
+
+def item_runs(stage: dict, item: dict) -> set[Path]:
+    runs = set(closure(stage_module(stage)))
+    if "domain" in item and module_file("polychromic.domains") in runs:
+        runs |= closure(f"polychromic.domains.{item['domain']}")  # found by name at run time
+        runs |= set((PACKAGE / "domains" / item["domain"]).rglob("*"))  # its data files
+    return runs
+
+
+CASES = [(name, item) for name, stage in STAGES.items() for item in matrix_items(stage, PARAMS)]
+
+
+@pytest.mark.parametrize("name,item", CASES, ids=[f"{n}-{i}" for n, i in CASES])
+def test_stage_deps_cover_every_file_it_runs(name, item):
+    stage = STAGES[name]
+    deps = [interpolate(dep, item) for dep in stage["deps"]]
+    runs = {p for p in item_runs(stage, item) if p.is_file() and "__pycache__" not in p.parts}
+    missing = sorted(p.relative_to(REPO).as_posix() for p in runs if not covered(p, deps))
+    assert not missing, f"{name} {item}: runs files that are not in its deps: {missing}"
+    for dep in deps:  # every source dep exists (other deps are outputs of earlier stages)
+        if dep.startswith("polychromic/"):
+            assert (REPO / dep).exists(), f"{name}: dep {dep} does not exist"
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_every_source_dep_is_run_by_some_item_of_its_stage(name):
+    """A dep that no matrix item runs reruns the stage for nothing; one that only some items
+    run (a library only one domain imports) is listed for what it is."""
+    stage = STAGES[name]
+    items = matrix_items(stage, PARAMS)
+    unused, partly = [], []
+    for dep in stage["deps"]:
+        if not dep.startswith("polychromic/"):
+            continue
+        users = [item for item in items
+                 if any(covered(p, [interpolate(dep, item)]) for p in item_runs(stage, item))]
+        if not users:
+            unused.append(dep)
+        elif len(users) < len(items):
+            partly.append(f"{dep} (by {len(users)} of {len(items)} items)")
+    assert not unused, f"{name}: deps no item runs: {unused}"
+    if partly:
+        print(f"{name}: deps only some items run: {', '.join(partly)}")
+
+
+def test_the_closure_sees_lazy_imports_and_the_domain_package():
+    """The helper itself, on known facts: train imports the methods, and the code domain
+    imports its sandbox and the contract."""
+    assert PACKAGE / "methods" / "polychromic.py" in closure("polychromic.stages.train")
+    code = closure("polychromic.domains.code")
+    assert PACKAGE / "domains" / "code" / "sandbox.py" in code
+    assert PACKAGE / "domains" / "__init__.py" in code
+    assert PACKAGE / "stages" / "__init__.py" not in closure("polychromic.stages.train")
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")),
+                         ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_no_module_imports_a_stage_or_a_command(path):
+    """Stages and commands import libraries only, and so does every library: no exemption."""
+    name = ".".join(path.relative_to(REPO).with_suffix("").parts)
+    reached = closure(name.removesuffix(".__init__")) - {path}
+    assert not reached & LAYERED, f"{name} imports {sorted(p.name for p in reached & LAYERED)}"
+
+
+def test_every_stage_module_is_a_stage():
+    assert {stage_module(s).rsplit(".", 1)[1] for s in STAGES.values()} == STAGE_MODULES
+
+
+def test_every_command_is_reachable_from_the_console_entry():
+    from polychromic.commands import COMMANDS
+
+    assert set(COMMANDS) == COMMAND_MODULES
+
+
+def test_a_traced_run_notes_each_value_it_reads(tmp_path, monkeypatch):
+    from polychromic.config import TRACE_ENV, load_section, read_params
+    from polychromic.settings import GenerateConfig
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
+        {"generate": {"n": 3, "batch_prompts": 1, "cache_gb": 1.0, "few_shot_examples": 1},
+         "seeds": [1], "unread": {"x": 1}}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(TRACE_ENV, str(tmp_path / "trace.jsonl"))
+    params = read_params()
+    load_section(GenerateConfig, params, "generate")
+    assert params["seeds"] == [1] and params.get("absent") is None
+    assert params.read == {"generate.n", "generate.batch_prompts", "generate.cache_gb",
+                           "generate.few_shot_examples", "seeds"}
+
+
+def test_an_undeclared_read_is_found(tmp_path):
+    from tests.helpers import undeclared_params
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"domains": ["a", "b"], "k": 1}))
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"s": {
+        "matrix": {"domain": "${domains}"},
+        "cmd": "python -m polychromic.stages.s --domain ${item.domain}",
+        "params": ["${item.domain}.data", "k"]}}}))
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("\n".join(json.dumps(run) for run in [
+        {"argv": ["--domain", "a"], "read": ["a.data.x", "k"]},
+        {"argv": ["--domain", "b"], "read": ["b.data.y", "b.sampling.top_k", "a.data.x"]},
+        {"argv": ["--other"], "read": []}]) + "\n")
+    assert undeclared_params(tmp_path, trace) == [
+        "s {'domain': 'b'}: b.sampling.top_k", "s {'domain': 'b'}: a.data.x",
+        "a run of no stage: ['--other']"]
