@@ -431,3 +431,22 @@ def pipeline_repository(tmp_path: Path, params: dict,
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "tiny")
     return repo, sh(repo, "git", "rev-parse", "HEAD").strip()
+
+
+def traced_repro(repo: Path, trace: Path) -> None:
+    """`dvc repro` in `repo` with every stage noting the params it reads in `trace`; fails
+    on a key that a stage's `params:` in dvc.yaml does not cover (a change of it would
+    leave a stale output cached)."""
+    from polychromic.config import TRACE_ENV
+
+    previous = os.environ.get(TRACE_ENV)
+    os.environ[TRACE_ENV] = str(trace)
+    try:
+        sh(repo, "dvc", "repro")
+    finally:
+        if previous is None:
+            os.environ.pop(TRACE_ENV)
+        else:
+            os.environ[TRACE_ENV] = previous
+    undeclared = undeclared_params(repo, trace)
+    assert not undeclared, undeclared

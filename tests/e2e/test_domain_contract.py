@@ -9,8 +9,7 @@ import textwrap
 import pytest
 
 from polychromic import metrics
-from polychromic.config import TRACE_ENV
-from tests.helpers import pipeline_repository, sh, tiny_pipeline_params, undeclared_params
+from tests.helpers import pipeline_repository, tiny_pipeline_params, traced_repro
 
 ECHO = textwrap.dedent('''
     """Domain `echo` (a test's): say the word back."""
@@ -77,15 +76,11 @@ def echo_params(model_dir) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_a_new_domain_runs_through_the_unchanged_pipeline(tmp_path, tiny_model_dir,
-                                                          monkeypatch):
+def test_a_new_domain_runs_through_the_unchanged_pipeline(tmp_path, tiny_model_dir):
     repo, _ = pipeline_repository(tmp_path, echo_params(tiny_model_dir),
                                   {"polychromic/domains/echo/__init__.py": ECHO})
     trace = tmp_path / "params-read.jsonl"
-    monkeypatch.setenv(TRACE_ENV, str(trace))
-    sh(repo, "dvc", "repro")
-    monkeypatch.delenv(TRACE_ENV)
-    assert not undeclared_params(repo, trace), undeclared_params(repo, trace)
+    traced_repro(repo, trace)  # every stage declares each params key it reads
 
     test = [json.loads(line) for line in (repo / "data/processed/echo/test.jsonl").open()]
     assert [r["id"] for r in test] == ["echo-8", "echo-9", "echo-10", "echo-11"]

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from polychromic.config import TRACE_ENV
-from tests.helpers import pipeline_repository, sh, tiny_pipeline_params, undeclared_params
+from tests.helpers import pipeline_repository, sh, tiny_pipeline_params, traced_repro
 
 SYSTEMS = ["zero_shot", "few_shot", "baseline", "polychromic"]
 
@@ -83,16 +82,10 @@ def check_mlflow_runs(repo, head):
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_dvc_repro_replies_push_pull_and_a_new_seed(tmp_path, tiny_model_dir, s3_endpoint,
-                                                    monkeypatch):
+def test_dvc_repro_replies_push_pull_and_a_new_seed(tmp_path, tiny_model_dir, s3_endpoint):
     repo, head = tiny_repository(tmp_path, tiny_model_dir, "replies")
     trace = tmp_path / "params-read.jsonl"
-    monkeypatch.setenv(TRACE_ENV, str(trace))
-    sh(repo, "dvc", "repro")
-    monkeypatch.delenv(TRACE_ENV)
-    # every stage declares in dvc.yaml each params key it read (else a change of it would
-    # leave a stale output cached)
-    assert not undeclared_params(repo, trace), undeclared_params(repo, trace)
+    traced_repro(repo, trace)  # every stage declares each params key it reads
     assert len(trace.read_text().splitlines()) >= 14  # every stage of the run recorded
 
     check_domain_outputs(repo, "replies", SYSTEMS)
@@ -122,13 +115,10 @@ def test_dvc_repro_replies_push_pull_and_a_new_seed(tmp_path, tiny_model_dir, s3
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_dvc_repro_code_and_an_experiment_pushed_and_pulled(tmp_path, tiny_model_dir,
-                                                            s3_endpoint, monkeypatch):
+                                                            s3_endpoint):
     repo, head = tiny_repository(tmp_path, tiny_model_dir, "code")
     trace = tmp_path / "params-read.jsonl"
-    monkeypatch.setenv(TRACE_ENV, str(trace))
-    sh(repo, "dvc", "repro")
-    monkeypatch.delenv(TRACE_ENV)
-    assert not undeclared_params(repo, trace), undeclared_params(repo, trace)
+    traced_repro(repo, trace)  # every stage declares each params key it reads
 
     check_domain_outputs(repo, "code", SYSTEMS)
     code = json.loads((repo / "metrics/code/polychromic/seed42.json").read_text())
