@@ -8,6 +8,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,9 @@ from polychromic.domains.code import sandbox
 from polychromic.domains.code.sandbox import Program, Sandbox, SandboxSettings
 from tests.helpers import REPO
 
-UID = 1_990_100_000  # not the pipeline's default: tests and a running pipeline do not meet
+# Not the pipeline's default (tests and a running pipeline do not meet), and a block of 16 per
+# xdist worker: each worker has its own `box`, and a test counts the processes of its uids.
+UID = 1_990_100_000 + 16 * int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
 SETTINGS = SandboxSettings(timeout_s=2.0, cpu_s=2.0, workers=2, uid=UID)
 SOLVES = ("assert add(2, 3) == 5", "assert add(-1, 1) == 0")
 GOOD = Program("def add(a, b):\n    return a + b\n", SOLVES)
@@ -27,8 +30,10 @@ pytestmark = pytest.mark.skipif(
     reason="the namespaced sandbox needs root on Linux (elsewhere it refuses, tested below)")
 
 
-def sandbox_processes() -> list[int]:
-    """PIDs of processes that run as a sandbox uid (none may outlive their job)."""
+def sandbox_processes(settings: SandboxSettings = SETTINGS) -> list[int]:
+    """PIDs of processes that run as one of `settings`' uids (none may outlive their job).
+    Each sandbox in this module has its own uids, so another test's programs are never
+    counted."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -36,7 +41,7 @@ def sandbox_processes() -> list[int]:
                 uid = entry.stat().st_uid
             except FileNotFoundError:
                 continue
-            if UID <= uid < UID + 16:
+            if settings.uid <= uid < settings.uid + settings.workers:
                 found.append(int(entry.name))
     return found
 
@@ -112,12 +117,15 @@ def test_attacks_are_contained_and_fail(box, name, body, status):
     assert host_tmp() == before
 
 
-@pytest.mark.parametrize("body", ["while True:\n    pass\n",  # user time
-                                  "import os\nwhile True:\n    os.write(1, b'x' * 65536)\n"])
+@pytest.mark.parametrize("body", [
+    "while True:\n    pass\n",  # user time
+    "import os\nwhile True:\n    os.write(1, b'x' * 65536)\n",  # mostly system time
+    "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True:\n    pass\n",
+])
 def test_running_out_of_cpu_time_is_a_timeout(body):
-    """The kernel SIGKILLs a program at its CPU limit: that is a timeout, not a crash, even
-    when the CPU limit runs out before the wall clock (the race that made this flaky when
-    both were 2 s)."""
+    """The kernel ends a program at its CPU limit (SIGXCPU, or SIGKILL a second later when it
+    ignores that): a timeout, not a crash, even when the CPU limit runs out before the wall
+    clock (rusage alone misjudged the system-time loop once under load in CI)."""
     settings = SandboxSettings(timeout_s=10.0, cpu_s=1.0, workers=1, uid=UID + 8)
     with Sandbox(settings) as cpu_bound:
         outcome, after_it = cpu_bound.run([attack(body), GOOD])
@@ -195,7 +203,7 @@ def test_no_secrets_no_root_and_a_fresh_directory(box, monkeypatch):
     """The host's API keys and cloud credentials never reach a program; it runs as an
     unprivileged user in an empty directory that the next program does not see."""
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-secret")  # set after the workers started...
-    with Sandbox(SETTINGS) as fresh:  # ...and before these did
+    with Sandbox(replace(SETTINGS, uid=UID + 2)) as fresh:  # ...and before these did
         body = ("import os\ndef add(a, b):\n    return a + b\n"
                 "assert not [k for k in os.environ if 'KEY' in k or k.startswith('AWS')]\n"
                 "try:\n    assert b'sk-secret' not in open('/proc/self/environ', 'rb').read()\n"
@@ -224,7 +232,7 @@ def test_missing_isolation_is_refused_unless_allowed(monkeypatch):
                        r"sandbox's isolation: network namespace \(unshare network namespace: "
                        r"Operation not permitted\).*'code.checker.allow_unisolated: true'"):
         Sandbox(SETTINGS, "code.checker")
-    allowed = SandboxSettings(timeout_s=1.0, cpu_s=1.0, workers=1, uid=UID,
+    allowed = SandboxSettings(timeout_s=1.0, cpu_s=1.0, workers=1, uid=UID + 4,
                               allow_unisolated=True)
     with Sandbox(allowed, "code.checker") as weak:
         assert weak.mode == "unisolated"
@@ -234,4 +242,4 @@ def test_missing_isolation_is_refused_unless_allowed(monkeypatch):
 
 def test_this_machine_allows_full_isolation():
     """Where the tests run (root, Linux), nothing is missing: CI exercises the real thing."""
-    assert sandbox.isolation_gaps(UID, SETTINGS.tmpfs_mb) == {}
+    assert sandbox.isolation_gaps(UID + 12, SETTINGS.tmpfs_mb) == {}
