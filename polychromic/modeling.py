@@ -123,11 +123,15 @@ def load_tokenizer(base_dir: str | Path):
 def load_model(base_dir: str | Path, adapter_dir: str | Path | None = None,
                runtime: Runtime | None = None, merge_adapter: bool = False):
     """The base model on `runtime`'s device (default: the GPU when there is one), 4-bit
-    quantised if it asks, with the LoRA adapter at `adapter_dir` applied when given.
+    quantised if it asks, its weights in `runtime.weights_dtype()` (bf16 under bf16), with
+    the LoRA adapter at `adapter_dir` applied when given. An adapter kept apart stays in
+    fp32 (peft's default), as when it was trained.
 
     `merge_adapter` (inference only) folds the adapter into the base weights: the same
     function up to float rounding, without the adapter's extra products and Python layers
-    on every linear. 4-bit weights keep it apart: folding it in would round it away."""
+    on every linear. It folds in the weights' own dtype and stores the sum in bf16 after,
+    so that the adapter is rounded once, with the weight. 4-bit weights keep it apart:
+    folding it in would round it away."""
     from transformers import AutoModelForCausalLM
 
     if not Path(base_dir, "config.json").is_file():
@@ -147,4 +151,16 @@ def load_model(base_dir: str | Path, adapter_dir: str | Path | None = None,
         model = PeftModel.from_pretrained(model, adapter_dir)
         if merge_adapter and quantization is None:
             model = model.merge_and_unload()
+    stored = runtime.weights_dtype()
+    if stored is not None:
+        cast_base_weights(model, stored)
     return model
+
+
+def cast_base_weights(model, dtype: torch.dtype) -> None:
+    """Every floating-point parameter outside the LoRA layers to `dtype`. LoRA's weights stay
+    fp32, and so do buffers (the rotary frequencies: rounding them would move every
+    position's angle)."""
+    for name, parameter in model.named_parameters():
+        if "lora_" not in name and parameter.dtype.is_floating_point:
+            parameter.data = parameter.data.to(dtype)

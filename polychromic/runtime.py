@@ -2,18 +2,29 @@
 loads a model (train, generate, evaluate) and by the benchmarks.
 
 The defaults suit any machine: the GPU when there is one (TF32 matrix products), else the
-CPU; the model computes in its weights' own dtype (`base_model.dtype`: bfloat16 for an 8B
-model on a GPU); the metric models (sentence encoder, BERTScore) on the CPU, where they are
-fast enough and give the same numbers on every machine. Autocast (`precision: bf16`) is a
-choice, not the default: on an H200, SmolLM2-135M's fp32 LoRA step took 0.18 s and 0.97 s
-under bf16 autocast (a small model's time is kernel launches, which autocast multiplies).
+CPU; the metric models (sentence encoder, BERTScore) on the CPU, where they are fast enough
+and give the same numbers on every machine.
+
+Precision. `fp32` computes in the weights' own dtype (`base_model.dtype`: bfloat16 for an
+8B model on a GPU). `bf16` stores the frozen base weights in bfloat16 (the LoRA weights,
+their gradients and the optimiser state stay fp32) and runs training and sampling under
+bf16 autocast, so that no product casts a weight and the KV cache is bf16. `auto` resolves
+to fp32 on every machine until the fp32-vs-bf16 study on validation prompts has been run
+on a machine with native bf16 (docs/precision.md); a CPU without native bf16 (no
+avx512_bf16 or amx_bf16) runs bf16 emulated, several times slower than fp32. The resolved
+precision is written into every metrics file and MLflow run: results computed in
+different precisions are different draws.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
+import platform
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -22,6 +33,50 @@ from polychromic.config import UserError, load_section, require
 DEVICES = ("auto", "cuda", "mps", "cpu")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 QUANTIZATIONS = ("none", "4bit")
+# CPU flags (Linux's /proc/cpuinfo) of native bf16 products: x86's AVX-512 BF16 and AMX, Arm's
+# BF16 extension. Without them oneDNN emulates bf16 (measured 6x slower than fp32, docs/speed.md).
+NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+# What `auto` resolves to, by whether the device has native bf16: fp32 on both until the
+# precision study says bf16 leaves the answer where it is (docs/precision.md).
+AUTO_PRECISION = {True: "fp32", False: "fp32"}
+CPUINFO = Path("/proc/cpuinfo")
+
+
+@functools.cache
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields of Linux's /proc/cpuinfo (empty elsewhere)."""
+    try:
+        text = CPUINFO.read_text()
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip() and fields:
+            break
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip(), value.strip())
+    return fields
+
+
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (x86: flags, Arm: Features)."""
+    info = cpu_info()
+    return frozenset((info.get("flags") or info.get("Features") or "").split())
+
+
+def native_bf16(device: str) -> bool:
+    """Whether `device` multiplies bf16 matrices in hardware: a CUDA GPU from Ampere on, a
+    CPU with the flags above, Apple silicon from M2 on (not told apart from M1: no)."""
+    if device == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+    if device == "cpu":
+        return bool(cpu_flags() & NATIVE_BF16_CPU_FLAGS)
+    return False
+
+
+def best_native_precision(device: str) -> str:
+    """The precision with the highest matrix-product peak that `device` runs natively."""
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 @dataclass
@@ -29,8 +84,9 @@ class Runtime:
     device: str = field(default="auto", metadata={
         "help": "where the LLM runs: auto (cuda, then mps, then cpu) | cuda | mps | cpu"})
     precision: str = field(default="auto", metadata={
-        "help": "autocast of training and sampling: auto (none: the weights' own dtype, "
-                "base_model.dtype) | bf16 | fp16 (CUDA only) | fp32 (none)"})
+        "help": "auto (fp32 for now: docs/precision.md) | bf16 (base weights stored in bf16, "
+                "bf16 autocast; LoRA weights fp32) | fp16 (autocast, CUDA only) | fp32 (the "
+                "weights' own dtype, base_model.dtype)"})
     tf32: bool = field(default=True, metadata={
         "help": "TF32 matrix products on NVIDIA GPUs from Ampere on (no effect elsewhere)"})
     gradient_checkpointing: bool = field(default=False, metadata={
@@ -57,7 +113,7 @@ class Runtime:
         return available(self.metric_device, "runtime.metric_device")
 
     def mixed_precision(self) -> str:
-        """The autocast dtype: bf16, fp16, or fp32 for none (what auto means)."""
+        """The precision the model computes in: bf16, fp16 or fp32, auto resolved."""
         device = self.model_device()
         if self.precision == "fp16" and device != "cuda":
             raise UserError(f"params.yaml: 'runtime.precision' fp16 needs a CUDA device "
@@ -65,7 +121,20 @@ class Runtime:
         if self.precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
             raise UserError("params.yaml: 'runtime.precision' bf16: this GPU has no bf16 "
                             "(before Ampere): use fp16 or fp32")
-        return "fp32" if self.precision == "auto" else self.precision
+        if self.precision == "auto":
+            return AUTO_PRECISION[native_bf16(device)]
+        if self.precision == "bf16" and device == "cpu" and not native_bf16(device):
+            warn_once("params.yaml: 'runtime.precision' bf16: this CPU has no native bf16 "
+                      f"({'/'.join(sorted(NATIVE_BF16_CPU_FLAGS))}): it runs emulated, "
+                      "several times slower than fp32")
+        return self.precision
+
+    def weights_dtype(self) -> torch.dtype | None:
+        """The dtype to store the frozen base weights in, or None for their own: bf16 under
+        bf16, so that no product casts a weight (unquantised weights only)."""
+        if self.mixed_precision() == "bf16" and self.quantization == "none":
+            return torch.bfloat16
+        return None
 
     def apply(self) -> None:
         """Process-wide settings: TF32 for matrix products and cuDNN."""
@@ -99,6 +168,19 @@ class Runtime:
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                   bnb_4bit_use_double_quant=True,
                                   bnb_4bit_compute_dtype=compute)
+
+
+@functools.cache
+def warn_once(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def machine_description(device: str) -> str:
+    """The device in words, for the records of a result: results from different machines
+    (and precisions) are different draws."""
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return cpu_info().get("model name") or platform.processor() or platform.machine()
 
 
 def available(device: str, key: str) -> str:

@@ -23,6 +23,16 @@ def cohens_dz(a: Sequence[float], b: Sequence[float]) -> float | None:
     return None if sd <= 1e-12 * max(1.0, float(np.abs(d).max())) else float(d.mean() / sd)
 
 
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Student's t interval of the mean of a few values (e.g. one per seed): mean ± t(n-1)
+    s / sqrt(n); a point when they are all equal."""
+    x = np.asarray(values, float)
+    if len(x) < 2:
+        raise ValueError("a t interval needs at least 2 values")
+    half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return float(x.mean() - half), float(x.mean() + half)
+
+
 def bootstrap_ci(a: Sequence[float], b: Sequence[float], resamples: int = 10_000,
                  level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean paired difference a - b (prompts resampled)."""

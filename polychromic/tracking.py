@@ -73,9 +73,10 @@ def first_connection(uri: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def mlflow_run(stage: str, domain: str, system: str, params: dict[str, Any],
-               seed: int | None = None, method: str = "") -> Iterator[Any]:
+               seed: int | None = None, method: str = "", precision: str = "") -> Iterator[Any]:
     """Start a run tagged with stage, domain, system, method (the trained method, if any),
-    seed, git commit and the DVC experiment's name and baseline commit."""
+    seed, precision (the model's, resolved: fp32, bf16, fp16), git commit and the DVC
+    experiment's name and baseline commit."""
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -92,6 +93,7 @@ def mlflow_run(stage: str, domain: str, system: str, params: dict[str, Any],
         "system": system,
         "method": method,
         "seed": "" if seed is None else str(seed),
+        "precision": precision,
         "git_commit": git_commit(),
         "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
         "dvc_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),

@@ -79,6 +79,21 @@ def params_with(**sections) -> dict:
     return params
 
 
+def tiny_qa_run_params() -> dict:
+    """params.yaml for running qa's stages one by one in seconds: the tiny model, a few
+    questions, 2 steps, 4 samples."""
+    params = default_params()
+    params["domains"] = ["qa"]
+    params["qa"]["data"].update(train_per_family=4, val_per_family=2, test_per_family=1)
+    params["qa"]["sampling"].update(test_prompts=3, max_new_tokens=6)
+    params["train"].update(max_steps=2, batch_size=2, eval_every=1, checkpoint_every=2,
+                           eval_examples=2, warmup_steps=0, logging_every=1)
+    params["train"]["lora"].update(r=2, alpha=4)
+    params["generate"].update(n=4, batch_prompts=3)
+    params["evaluate"]["ks"] = [1, 4]
+    return params
+
+
 def tiny_pipeline_params(model_dir: Path, domains=("replies", "code")) -> dict:
     """params.yaml for a `dvc repro` of the whole pipeline in minutes: the tiny model, a few
     prompts and steps."""

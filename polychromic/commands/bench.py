@@ -12,6 +12,11 @@
    With --sampling, also the generate stage's batched sampling (the domain's test-prompt
    count x generate.n samples, its sampling settings), in generated tokens per second.
 
+   Each share of a peak is against the precision the run computes in (`runtime.precision`,
+   `-S runtime.precision=bf16`); the output names the machine's best native precision
+   (bf16 on a GPU from Ampere on and a CPU with avx512_bf16 or AMX, else fp32) and, where
+   the run is in another, gives the training MFUs against that one's peak too.
+
    On a machine without the checkpoint (a GPU machine cut off from the hub), --random-weights
    builds the model of `--base`'s config.json with random weights, in --dtype: the costs
    per step are the model's, but its samples rarely end early, so sampling runs to
@@ -59,15 +64,18 @@ from polychromic.methods import build_trainer, method_options
 from polychromic.modeling import (
     PackCollator,
     PadCollator,
+    cast_base_weights,
     causal_lm_loss,
     load_model,
     load_tokenizer,
     prompt_text,
 )
-from polychromic.runtime import Runtime, runtime_config
+from polychromic.runtime import Runtime, best_native_precision, runtime_config
 from polychromic.sampling import sample_ids
 from polychromic.settings import EvaluateConfig, GenerateConfig, TrainConfig, listed
 from polychromic.training import add_lora, encode_records, read_records, training_arguments
+
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def synchronize() -> None:
@@ -101,8 +109,11 @@ def model_loader(base: str, random_weights: bool, dtype: str, runtime: Runtime) 
         torch.manual_seed(0)
         # initialised where it runs: seconds, not minutes, at 8B
         with torch.device(runtime.model_device()):
-            return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base),
-                                                    dtype=getattr(torch, dtype))
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base),
+                                                     dtype=getattr(torch, dtype))
+        if runtime.weights_dtype() is not None:  # as load_model stores them
+            cast_base_weights(model, runtime.weights_dtype())
+        return model
     return build
 
 
@@ -465,6 +476,7 @@ def main(argv: list[str] | None = None) -> None:
     # the dtype the matrix products run in: autocast's where it is on, else the weights'
     compute = {"bf16": "bfloat16", "fp16": "float16"}.get(runtime.mixed_precision(), args.dtype)
     where = (torch.device(runtime.model_device()), getattr(torch, compute))
+    best = best_native_precision(runtime.model_device())
     limits = measure_limits(*where)
     load = model_loader(args.base, args.random_weights, args.dtype, runtime)
     common = (config, params, tokenizer, train_set, load, domain, records, args.steps)
@@ -502,6 +514,16 @@ def main(argv: list[str] | None = None) -> None:
               "polychromic": {k: getattr(trainer.polychromic, k) for k in (
                   "n_generations", "prompts_per_step", "generate_every", "diversity_metric")}
               | {"max_new_tokens": trainer.sampling.max_new_tokens}}
+    # Against the peak of the machine's best native precision too, where the run is in
+    # another: an MFU against fp32's peak hides the 4x of a CPU with native bf16.
+    result["best_native_precision"] = best
+    if PRECISION_DTYPES[best] != where[1]:
+        best_peak = max(machine.matmul_peak(dtype=PRECISION_DTYPES[best], device=where[0])
+                        for _ in range(2))
+        result["against_best_native"] = {
+            "precision": best, "matmul_gflops": round(best_peak / 1e9, 1),
+            **{name: round(value * peak / best_peak, 3) for name, value
+               in result["training"].items() if name.endswith("_mfu")}}
     if args.sampling:
         generate = load_section(GenerateConfig, params, "generate")
         # the generate stage's model: the base, or a trained system's with its adapter

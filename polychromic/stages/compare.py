@@ -69,6 +69,21 @@ def load_scores(scores_dir: Path, system: str, seeds: list[int]) -> list[dict[st
     return per_seed
 
 
+def precisions(scores_dir: Path, systems: list[str], seeds: list[int]) -> dict[str, str]:
+    """Per system, the precision its scores were computed in (evaluate writes it on every
+    row): one for all its seeds, or an error naming the file."""
+    found: dict[str, str] = {}
+    for system in systems:
+        for seed in seeds:
+            path = scores_dir / system / f"seed{seed}.jsonl"
+            for number, row in enumerate(read_jsonl(path, {"precision": str}), start=1):
+                if found.setdefault(system, row["precision"]) != row["precision"]:
+                    raise UserError(f"{path}:{number}: precision {row['precision']!r}, but "
+                                    f"{system} was computed in {found[system]!r} elsewhere: "
+                                    "rerun it in one precision (dvc repro)")
+    return found
+
+
 def seed_averaged(per_seed: list[dict[str, dict]], prompts: list[str],
                   metric: str) -> list[float | None]:
     """A prompt's value: the mean over the seeds where it is defined (None if none)."""
@@ -288,7 +303,8 @@ def headline(result: dict, config: CompareConfig) -> dict:
                                     "p": c.get(f"wilcoxon_p_{config.correction}")}
     return {"primary": primary, f"{config.reference}_vs_{config.lora_system}": vs_lora,
             "verdict": {level: result["verdict"][level]["met"]
-                        for level in ("minimum", "strong")}}
+                        for level in ("minimum", "strong")},
+            "precision": result["precision"]}
 
 
 def primary_hypotheses(params: dict, domain: str, table: dict) -> PrimaryHypotheses:
@@ -329,8 +345,10 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, json.JSONDecodeError) as err:
         raise UserError(f"{args.judge}: cannot read the judge's metrics ({err})") from None
     judge = judge if judge.get("enabled") else None
-    result = {"domain": args.domain, **compare_domain(Path(args.scores), systems, seeds, table,
-                                                      judge, config, primary)}
+    result = {"domain": args.domain,
+              "precision": precisions(Path(args.scores), systems, seeds),
+              **compare_domain(Path(args.scores), systems, seeds, table, judge, config,
+                               primary)}
 
     from polychromic import tracking
 

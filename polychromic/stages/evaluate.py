@@ -35,7 +35,7 @@ from polychromic.runtime import runtime_config
 from polychromic.settings import EvaluateConfig, listed
 
 GENERATION_FIELDS = {"id": str, "prompt": str, "references": list, "samples": list,
-                     "reference_nll": list, "reference_tokens": list}
+                     "reference_nll": list, "reference_tokens": list, "precision": str}
 
 
 
@@ -99,8 +99,12 @@ def evaluate(rows: list[dict], records: dict[str, Record], domain: Domain, check
 
 
 def check_generations(path: str, rows: list[dict], records: dict[str, Record],
-                      ks: list[int]) -> None:
+                      ks: list[int]) -> str:
+    """Checks each row; returns the precision the rows were computed in (one for all)."""
     for number, row in enumerate(rows, start=1):
+        if row["precision"] != rows[0]["precision"]:
+            raise UserError(f"{path}:{number}: precision {row['precision']!r} differs from "
+                            f"line 1's {rows[0]['precision']!r} (one run computes in one)")
         samples, references = row["samples"], row["references"]
         if not samples or not all(isinstance(s, str) for s in samples):
             raise UserError(f"{path}:{number}: 'samples' must be a non-empty list of strings")
@@ -116,6 +120,7 @@ def check_generations(path: str, rows: list[dict], records: dict[str, Record],
         if row["id"] not in records:
             raise UserError(f"{path}:{number}: id {row['id']!r} is not in the prepared split "
                             "(rerun generate: dvc repro)")
+    return rows[0]["precision"] if rows else ""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     records = {r["id"]: r for r in read_jsonl(Path(args.data, f"{args.split}.jsonl"),
                                               RECORD_FIELDS)}
     rows = read_jsonl(args.generations, GENERATION_FIELDS)
-    check_generations(args.generations, rows, records, config.ks)
+    precision = check_generations(args.generations, rows, records, config.ks)
     val = read_jsonl(Path(args.data, "val.jsonl"), RECORD_FIELDS)
 
     from polychromic import tracking
@@ -154,10 +159,13 @@ def main(argv: list[str] | None = None) -> None:
     with domain.checker(val) as checker:
         summary, scores = evaluate(rows, records, domain, checker, config, embed,
                                    bertscore_dir, device)
-    summary = {"domain": args.domain, "system": args.system, "seed": args.seed, **summary}
+    summary = {"domain": args.domain, "system": args.system, "seed": args.seed,
+               "precision": precision, **summary}
+    scores = [{**row, "precision": precision} for row in scores]
     trained = args.system in methods
     with tracking.mlflow_run("evaluate", args.domain, args.system, {"evaluate": asdict(config)},
-                             seed=args.seed, method=args.system if trained else ""):
+                             seed=args.seed, method=args.system if trained else "",
+                             precision=precision):
         tracking.log_metrics({k: v for k, v in summary.items() if k not in ("checker", "seed")}
                              | {"checker.pass_rate": summary["checker"]["pass_rate"]})
     write_jsonl(args.scores, scores, rounded=True)

@@ -58,8 +58,9 @@ def batches(prompt_lengths: list[int], new_tokens: int, limit: int, samples: int
 
 def generate_rows(model, tokenizer, domain: Domain, records: list[Record],
                   examples: list[Record], config: GenerateConfig, system: str, seed: int,
-                  progress=None) -> list[dict]:
-    """One row per record: its samples, and each reference's NLL under the system."""
+                  precision: str, progress=None) -> list[dict]:
+    """One row per record: its samples, and each reference's NLL under the system (which
+    computed in `precision`)."""
     sampling, rows = domain.sampling, []
     texts = [prompt_text(tokenizer, domain.messages(r, examples), domain.assistant_prefix(r))
              for r in records]
@@ -77,6 +78,7 @@ def generate_rows(model, tokenizer, domain: Domain, records: list[Record],
             record = records[i]
             rows.append({"id": record["id"], "prompt": record["prompt"],
                          "references": record["references"], "system": system, "seed": seed,
+                         "precision": precision,
                          "samples": record_samples, "reference_nll": nll,
                          "reference_tokens": tokens})
         if progress is not None:
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     with runtime.autocast(), tqdm(total=len(records), desc=f"generate {args.domain}/"
                                   f"{args.system}", unit="prompt") as progress:
         rows = generate_rows(model, tokenizer, domain, records, examples, config, args.system,
-                             args.seed, progress.update)
+                             args.seed, runtime.mixed_precision(), progress.update)
     write_jsonl(args.out, rows)
     print(f"{args.domain}/{args.system}: {len(rows)} prompts x {config.n} samples -> {args.out}")
 

@@ -50,7 +50,7 @@ from polychromic.io import read_jsonl, write_json, write_jsonl
 from polychromic.settings import KEY_ENV, JudgeConfig, listed
 
 CHOICES = ("A", "B", "tie")
-GENERATION_FIELDS = {"id": str, "prompt": str, "samples": list}
+GENERATION_FIELDS = {"id": str, "prompt": str, "samples": list, "precision": str}
 DISABLED_REASON = "judge.enabled is false"  # short: `dvc metrics show` prints it
 NO_RUBRIC = "the domain has no judge rubric"
 FENCE = re.compile(r"\A```(?:json)?[ \t]*\n(.*?)\n?```\Z", re.S)
@@ -292,7 +292,9 @@ def main(argv: list[str] | None = None) -> None:
     if records and summary["errors"] == len(records):  # nothing judged: fail, record nothing
         raise UserError(f"all {len(records)} judge requests failed ({records[0]['error']})")
     metrics = {"enabled": True, "backend": config.backend, "model": config.model,
-               "a": names[0], "b": names[1], "seeds": seeds, **summary, "cache_hits": hits}
+               "a": names[0], "b": names[1], "seeds": seeds, **summary, "cache_hits": hits,
+               "precision": {name: sorted({pair[side]["precision"] for pair in pairs})
+                             for side, name in ((1, names[0]), (2, names[1]))}}
 
     from polychromic import tracking
 

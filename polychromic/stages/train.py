@@ -112,8 +112,10 @@ def main(argv: list[str] | None = None) -> None:
         start_from = resume.resumable(checkpoints, run_fingerprint(
             args, params, logged, [train_path, val_path]))
 
+    precision = runtime.mixed_precision()
     run = (tracking.mlflow_run("train", args.domain, args.method, logged, seed=args.seed,
-                               method=args.method) if main_process else contextlib.nullcontext())
+                               method=args.method, precision=precision)
+           if main_process else contextlib.nullcontext())
     with run:
         curves = TrainingCurves(args.plots, main_process)
         keeper = resume.CheckpointKeeper(checkpoints)
@@ -138,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
         summary = {"eval_loss": final["final_loss"], "steps": trainer.state.global_step,
                    "best_step": best and resume.step_of(Path(best)),
                    "train_examples": len(train_set), "eval_examples": len(eval_set),
-                   "epochs": round(trainer.state.epoch or 0.0, 2), "flags": flags}
+                   "epochs": round(trainer.state.epoch or 0.0, 2), "flags": flags,
+                   "precision": precision}
         if not main_process:
             return
         tracking.log_metrics({"final/eval_loss": final["final_loss"],
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
                               "final/train_seconds": seconds,
                               **{f"flags.{k}": float(v) for k, v in flags.items()}})
         curves.finish({"final": {"eval_loss": final["final_loss"]},
-                       "flags": {k: int(v) for k, v in flags.items()}})
+                       "flags": {k: int(v) for k, v in flags.items()}, "precision": precision})
         with atomic_path(args.out) as tmp:
             save_adapter(trainer.model, tmp)
             (tmp / "train_summary.json").write_text(json.dumps(at_precision(summary), indent=2)

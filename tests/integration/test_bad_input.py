@@ -70,7 +70,7 @@ def test_base_model_unknown_path(tmp_path):
 
 def test_evaluate_names_the_bad_generation_line(tmp_path):
     row = {"id": "a", "prompt": "hi", "references": ["hey"], "samples": ["yo"] * 10,
-           "reference_nll": [3.0], "reference_tokens": [2]}
+           "reference_nll": [3.0], "reference_tokens": [2], "precision": "fp32"}
     write_lines(tmp_path / "gen.jsonl", [json.dumps(row), json.dumps({**row, "samples": []})])
     record = {"id": "a", "prompt": "hi", "references": ["hey"], "task": {}}
     (tmp_path / "data").mkdir()
@@ -90,6 +90,13 @@ def test_evaluate_names_the_bad_generation_line(tmp_path):
     write_lines(tmp_path / "gen.jsonl", [json.dumps({**row, "id": "elsewhere"})])
     result = run_stage(tmp_path, "evaluate", args, default_params())
     assert_one_line_error(result, "gen.jsonl:1: id 'elsewhere' is not in the prepared split")
+    write_lines(tmp_path / "gen.jsonl", [json.dumps(row), json.dumps({**row, "precision": "bf16"})])
+    result = run_stage(tmp_path, "evaluate", args, default_params())
+    assert_one_line_error(result, "gen.jsonl:2: precision 'bf16' differs from line 1's 'fp32'")
+    write_lines(tmp_path / "gen.jsonl", [json.dumps({k: v for k, v in row.items()
+                                                     if k != "precision"})])
+    result = run_stage(tmp_path, "evaluate", args, default_params())
+    assert_one_line_error(result, "gen.jsonl:1: missing field 'precision'")
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "s.jsonl").exists()
     args[args.index("baseline")] = "ten_shot"
     result = run_stage(tmp_path, "evaluate", args, default_params())

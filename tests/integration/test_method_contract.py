@@ -13,7 +13,7 @@ import textwrap
 import pytest
 import yaml
 
-from tests.helpers import REPO, run_module
+from tests.helpers import REPO, run_module, tiny_qa_run_params
 
 STILL = textwrap.dedent('''
     """Method `still` (a test's): LoRA whose loss is scaled by `factor`."""
@@ -54,17 +54,9 @@ STILL = textwrap.dedent('''
 
 
 def tiny_qa_params() -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["domains"], params["methods"] = ["qa"], ["baseline", "still"]
-    params["systems"] = ["zero_shot", "baseline", "still"]
+    params = tiny_qa_run_params()
+    params["methods"], params["systems"] = ["baseline", "still"], ["zero_shot", "baseline", "still"]
     params["still"] = {"factor": 0.0}
-    params["qa"]["data"].update(train_per_family=4, val_per_family=2, test_per_family=1)
-    params["qa"]["sampling"].update(test_prompts=3, max_new_tokens=6)
-    params["train"].update(max_steps=2, batch_size=2, eval_every=1, checkpoint_every=2,
-                           eval_examples=2, warmup_steps=0, logging_every=1)
-    params["train"]["lora"].update(r=2, alpha=4)
-    params["generate"].update(n=4, batch_prompts=3)
-    params["evaluate"]["ks"] = [1, 4]
     return params
 
 

@@ -31,7 +31,7 @@ def write_scores(root, system, seed, values_by_metric, prompts):
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, prompt in enumerate(prompts):
-        row = {"id": prompt}
+        row = {"id": prompt, "precision": "fp32"}
         for metric in metric_table(KS):
             row[metric] = values_by_metric.get(metric, [0.5] * len(prompts))[i]
         rows.append(row)
@@ -303,6 +303,18 @@ def test_main_writes_comparison_and_rejects_too_few_resamples(tmp_path, monkeypa
                                         "pass@1 non-inferiority"]
     assert summary["verdict"] == {"minimum": written["verdict"]["minimum"]["met"],
                                   "strong": False}
+    # the precision each system was computed in, from its scores, in both files
+    assert written["precision"] == summary["precision"] == dict.fromkeys(SYSTEMS, "fp32")
+    scores = tmp_path / "scores/baseline/seed7.jsonl"
+    rows = scores.read_text().splitlines()
+    rows[1] = rows[1].replace('"fp32"', '"bf16"')
+    scores.write_text("\n".join(rows) + "\n")
+    with pytest.raises(SystemExit):
+        run_main(compare.main, argv[:-1] + ["out/mixed.json"])
+    assert ("scores/baseline/seed7.jsonl:2: precision 'bf16', but baseline was computed in "
+            "'fp32' elsewhere" in capsys.readouterr().err)
+    assert not (tmp_path / "out/mixed.json").exists()
+    scores.write_text("\n".join(rows).replace('"bf16"', '"fp32"') + "\n")
 
     params["compare"]["resamples"] = 999
     (tmp_path / "params.yaml").write_text(json.dumps(params))

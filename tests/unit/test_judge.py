@@ -141,7 +141,8 @@ def setup(root: Path, messages: list[str], judge: dict, seeds=(42,)) -> list[str
         folder.mkdir(parents=True, exist_ok=True)
         for seed in seeds:
             rows = [{"id": f"t{i:02d}", "prompt": f"{message} #{i}", "references": ["r"],
-                     "system": system, "samples": [f"{marker} reply {i}", f"{other} decoy"]}
+                     "system": system, "samples": [f"{marker} reply {i}", f"{other} decoy"],
+                     "precision": "fp32"}
                     for i, message in enumerate(messages)]
             (folder / f"seed{seed}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return ["--domain", "replies", "--a", "gen/polychromic", "--b", "gen/baseline",
@@ -322,7 +323,7 @@ def test_bad_setups_exit_2_and_write_nothing(tmp_path, monkeypatch, api, mlflow_
             {"seeds": [42, 7], "judge": config}))
     if change == "other ids":
         (tmp_path / "gen/baseline/seed42.jsonl").write_text(json.dumps(
-            {"id": "t01", "prompt": "poly", "samples": ["x"]}) + "\n")
+            {"id": "t01", "prompt": "poly", "samples": ["x"], "precision": "fp32"}) + "\n")
     if change == "no openai":
         monkeypatch.setenv("OPENAI_API_KEY", KEY)
         monkeypatch.setitem(sys.modules, "openai", None)  # import openai -> ImportError

@@ -4,6 +4,7 @@ update's split gradients: tests/integration/test_runtime.py)."""
 import pytest
 import torch
 
+from polychromic import runtime as runtime_module
 from polychromic.config import UserError, load_section
 from polychromic.runtime import Runtime, runtime_config
 from polychromic.settings import TrainConfig
@@ -73,3 +74,87 @@ def test_what_this_machine_cannot_do_is_one_clear_error(section, refused_by, mes
 def test_bad_runtime_params(section, message):
     with pytest.raises(UserError, match=message):
         load_section(Runtime, {"runtime": section}, "runtime")
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8488C
+flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile amx_bf16
+
+processor\t: 1
+model name\t: another
+flags\t\t: fpu
+"""
+
+
+def with_cpuinfo(monkeypatch, tmp_path, text: str) -> None:
+    """/proc/cpuinfo replaced by `text` (the detection reads it once: the cache cleared)."""
+    path = tmp_path / "cpuinfo"
+    path.write_text(text)
+    monkeypatch.setattr(runtime_module, "CPUINFO", path)
+    runtime_module.cpu_info.cache_clear()
+    monkeypatch.setattr(runtime_module.torch.cuda, "is_available", lambda: False)
+
+
+@pytest.fixture(autouse=True)
+def cpuinfo_cache_cleared():
+    yield
+    runtime_module.cpu_info.cache_clear()
+
+
+def test_cpuinfo_is_read_from_the_first_processor(monkeypatch, tmp_path):
+    with_cpuinfo(monkeypatch, tmp_path, CPUINFO)
+    assert runtime_module.cpu_info()["model name"] == "Intel(R) Xeon(R) Platinum 8488C"
+    assert runtime_module.cpu_flags() == {"fpu", "sse2", "avx2", "avx512f", "avx512_bf16",
+                                          "amx_tile", "amx_bf16"}
+    assert runtime_module.machine_description("cpu") == "Intel(R) Xeon(R) Platinum 8488C"
+
+
+@pytest.mark.parametrize("text,native", [
+    (CPUINFO, True),                                             # Sapphire Rapids: AMX
+    ("flags\t: fpu avx2 avx512f avx512_bf16\n", True),           # Cooper Lake, Zen 4
+    ("flags\t: fpu avx2 avx512f avx512bw avx512_vnni\n", False),  # AVX-512 without bf16
+    ("flags\t: fpu avx2 fma\n", False),                          # AVX2 only (this VM, today)
+    ("Features\t: fp asimd bf16 i8mm\n", True),                  # Arm with BF16 (Graviton 3)
+    ("Features\t: fp asimd\n", False),
+    ("", False),                                                 # no /proc/cpuinfo fields
+])
+def test_auto_resolves_by_the_cpus_native_bf16(monkeypatch, tmp_path, text, native):
+    with_cpuinfo(monkeypatch, tmp_path, text)
+    assert runtime_module.native_bf16("cpu") is native
+    assert runtime_module.best_native_precision("cpu") == ("bf16" if native else "fp32")
+    runtime = Runtime(device="cpu")
+    assert runtime.mixed_precision() == runtime_module.AUTO_PRECISION[native] == "fp32"
+    assert runtime.weights_dtype() is None
+    bf16 = Runtime(device="cpu", precision="bf16")
+    assert bf16.mixed_precision() == "bf16" and bf16.weights_dtype() == torch.bfloat16
+
+
+def test_a_missing_cpuinfo_means_no_native_bf16(monkeypatch, tmp_path):
+    monkeypatch.setattr(runtime_module, "CPUINFO", tmp_path / "absent")
+    runtime_module.cpu_info.cache_clear()
+    assert runtime_module.cpu_info() == {} and not runtime_module.native_bf16("cpu")
+
+
+def test_bf16_on_a_cpu_without_it_warns_once(monkeypatch, tmp_path, capsys):
+    with_cpuinfo(monkeypatch, tmp_path, "flags\t: fpu avx2\n")
+    runtime_module.warn_once.cache_clear()
+    runtime = Runtime(device="cpu", precision="bf16")
+    assert runtime.mixed_precision() == runtime.mixed_precision() == "bf16"
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1
+    assert "'runtime.precision' bf16: this CPU has no native bf16" in err
+    with_cpuinfo(monkeypatch, tmp_path, CPUINFO)
+    runtime_module.warn_once.cache_clear()
+    assert Runtime(device="cpu", precision="bf16").mixed_precision() == "bf16"
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("capability,native", [((9, 0), True), ((8, 0), True),
+                                               ((7, 5), False)])
+def test_a_gpu_has_native_bf16_from_ampere_on(monkeypatch, capability, native):
+    monkeypatch.setattr(runtime_module.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(runtime_module.torch.cuda, "get_device_capability", lambda: capability)
+    assert runtime_module.native_bf16("cuda") is native
+    assert runtime_module.best_native_precision("cuda") == ("bf16" if native else "fp32")
+    assert not runtime_module.native_bf16("mps")
