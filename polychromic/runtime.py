@@ -34,7 +34,7 @@ DEVICES = ("auto", "cuda", "mps", "cpu")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 QUANTIZATIONS = ("none", "4bit")
 # CPU flags (Linux's /proc/cpuinfo) of native bf16 products: x86's AVX-512 BF16 and AMX, Arm's
-# BF16 extension. Without them oneDNN emulates bf16 (measured 6x slower than fp32, docs/speed.md).
+# BF16 extension. Without them bf16 is emulated (6-140x slower than fp32, docs/precision.md).
 NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 # What `auto` resolves to, by whether the device has native bf16: fp32 on both until the
 # precision study says bf16 leaves the answer where it is (docs/precision.md).
@@ -66,7 +66,7 @@ def cpu_flags() -> frozenset[str]:
 
 def native_bf16(device: str) -> bool:
     """Whether `device` multiplies bf16 matrices in hardware: a CUDA GPU from Ampere on, a
-    CPU with the flags above, Apple silicon from M2 on (not told apart from M1: no)."""
+    CPU with the flags above; MPS no (an M1 has no bf16, and is not told apart here)."""
     if device == "cuda":
         return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
     if device == "cpu":

@@ -47,8 +47,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -422,48 +424,8 @@ def time_decode_steps(params: dict, base: str, domain_name: str, data: str, prom
             "decode_step_ms": round(1000 * min(step_seconds), 1)}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", default="models/base")
-    parser.add_argument("--data", help="the domain's prepared splits (default: "
-                        "data/processed/<domain>)")
-    parser.add_argument("--domain", default="replies")
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--trl", action="store_true", help="also time TRL's GRPOTrainer")
-    parser.add_argument("--sampling", action="store_true",
-                        help="also time the generate stage's batched sampling")
-    parser.add_argument("--random-weights", action="store_true",
-                        help="random weights of --base's config.json (no checkpoint needed)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                        help="--random-weights: the weights' dtype")
-    parser.add_argument("--sandbox", action="store_true",
-                        help="time the code domain's sandbox instead (programs per second)")
-    parser.add_argument("--repeats", type=int, default=3, help="--sandbox: passes over MBPP")
-    parser.add_argument("--metrics", metavar="GENERATIONS",
-                        help="time the evaluation metrics on this generations file instead")
-    parser.add_argument("--decode-steps", type=int, metavar="STEPS",
-                        help="time the sampler's prompt pass and decode steps instead")
-    parser.add_argument("--prompts", type=int, default=20, help="--decode-steps: prompts")
-    parser.add_argument("--few-shot", action="store_true",
-                        help="--decode-steps: few-shot prompts (else zero-shot)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a params.yaml value for this benchmark")
-    args = parser.parse_args(argv)
-    args.data = args.data or f"data/processed/{args.domain}"
-    params = read_params()
-    for assignment in args.set:
-        override(params, assignment)
-    if args.sandbox:
-        print(json.dumps(time_sandbox(params, args.repeats), indent=2))
-        return
-    if args.metrics:
-        print(json.dumps(time_metrics(params, args.domain, args.data, args.metrics), indent=2))
-        return
-    if args.decode_steps:
-        print(json.dumps(time_decode_steps(params, args.base, args.domain, args.data,
-                                           args.prompts, args.few_shot, args.decode_steps)))
-        return
+def bench_training(args, params: dict) -> dict:
+    """The training and sampling figures (the default mode), as one JSON object."""
     config = load_section(TrainConfig, params, "train")
     domain = load_domain(args.domain, params)
     torch.manual_seed(0)
@@ -539,6 +501,54 @@ def main(argv: list[str] | None = None) -> None:
                          min(args.steps, 6))
         result["trl_grpo_seconds_per_step"] = round(grpo, 2)
         result["diversity_update_over_grpo_step"] = round(update / grpo, 2)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", default="models/base")
+    parser.add_argument("--data", help="the domain's prepared splits (default: "
+                        "data/processed/<domain>)")
+    parser.add_argument("--domain", default="replies")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--trl", action="store_true", help="also time TRL's GRPOTrainer")
+    parser.add_argument("--sampling", action="store_true",
+                        help="also time the generate stage's batched sampling")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="random weights of --base's config.json (no checkpoint needed)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="--random-weights: the weights' dtype")
+    parser.add_argument("--sandbox", action="store_true",
+                        help="time the code domain's sandbox instead (programs per second)")
+    parser.add_argument("--repeats", type=int, default=3, help="--sandbox: passes over MBPP")
+    parser.add_argument("--metrics", metavar="GENERATIONS",
+                        help="time the evaluation metrics on this generations file instead")
+    parser.add_argument("--decode-steps", type=int, metavar="STEPS",
+                        help="time the sampler's prompt pass and decode steps instead")
+    parser.add_argument("--prompts", type=int, default=20, help="--decode-steps: prompts")
+    parser.add_argument("--few-shot", action="store_true",
+                        help="--decode-steps: few-shot prompts (else zero-shot)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a params.yaml value for this benchmark")
+    args = parser.parse_args(argv)
+    args.data = args.data or f"data/processed/{args.domain}"
+    params = read_params()
+    for assignment in args.set:
+        override(params, assignment)
+    if args.sandbox:
+        print(json.dumps(time_sandbox(params, args.repeats), indent=2))
+        return
+    if args.metrics:
+        print(json.dumps(time_metrics(params, args.domain, args.data, args.metrics), indent=2))
+        return
+    if args.decode_steps:
+        print(json.dumps(time_decode_steps(params, args.base, args.domain, args.data,
+                                           args.prompts, args.few_shot, args.decode_steps)))
+        return
+    # stdout holds the JSON alone: the Trainer prints its own summaries, sent to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        result = bench_training(args, params)
     print(json.dumps(result, indent=2))
 
 

@@ -135,17 +135,20 @@ def memory_bytes(device: str) -> tuple[int, int]:
 
 
 def check_device(params: dict) -> Finding:
-    from polychromic.runtime import runtime_config
+    from polychromic.runtime import native_bf16, runtime_config
 
     try:
         runtime = runtime_config(params)
         device = runtime.model_device()
         runtime.metrics_device()
+        precision = runtime.mixed_precision()
     except UserError as err:
-        return Finding("device", False, str(err), "set runtime.device (and metric_device) to auto")
+        return Finding("device", False, str(err), "set runtime.device (and metric_device) and "
+                       "runtime.precision to auto")
     free, total = memory_bytes(device)
     weights = sum(p.stat().st_size for p in Path("models/base").glob("*.safetensors"))
-    detail = f"{device}, {free / 2**30:.1f} of {total / 2**30:.1f} GiB free"
+    detail = (f"{device}, {free / 2**30:.1f} of {total / 2**30:.1f} GiB free, computes in "
+              f"{precision} (native bf16: {'yes' if native_bf16(device) else 'no'})")
     if not weights:
         return Finding("device", True, detail + " (models/base not built: weights unknown)")
     # LoRA training holds the weights, their activations and the samples: at least twice them

@@ -29,6 +29,9 @@ def test_a_device_the_machine_lacks_is_missing():
     assert not finding.ok and "'runtime.device' cuda: no such device" in finding.detail
     finding = doctor.check_device(params_with())
     assert finding.ok and finding.detail.startswith("cpu, ")
+    assert "computes in fp32 (native bf16: " in finding.detail
+    finding = doctor.check_device(params_with(runtime={"precision": "fp16"}))
+    assert not finding.ok and "'runtime.precision' fp16 needs a CUDA device" in finding.detail
 
 
 def test_base_model_sources(tmp_path, monkeypatch):
