@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import json
+import math
 import os
 import sys
 import types
@@ -118,6 +119,15 @@ def _describe(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
 
 
+def finite(value: Any) -> bool:
+    """No inf or nan in a value (or the items of a list)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(map(finite, value))
+    return True
+
+
 def dotted(key: str, name: str) -> str:
     """`name` inside section `key` ('' is the top level of params.yaml)."""
     return f"{key}.{name}" if key else name
@@ -166,6 +176,9 @@ def build_section(cls: type[T], section: Any, key: str) -> T:
         if not matches(value, hints[name]):
             raise UserError(f"{PARAMS_FILE}: '{dotted(key, name)}' must be "
                             f"{_describe(hints[name])}, got {value!r}")
+        if not finite(value):  # YAML's .inf and .nan are floats that no setting means
+            raise UserError(f"{PARAMS_FILE}: '{dotted(key, name)}' must be a finite number, "
+                            f"got {value!r}")
         values[name] = float(value) if hints[name] is float else value
     obj = cls(**values)
     check = getattr(obj, "check", None)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from polychromic.config import load_section
-from polychromic.domains import domain_class
-from polychromic.methods import get_method
+from polychromic.config import UserError, load_section, require
+from polychromic.domains import domain_class, known_domains
+from polychromic.methods import get_method, known_methods
 from polychromic.runtime import Runtime
 from polychromic.settings import (
     BaseModelConfig,
@@ -27,6 +27,8 @@ SECTIONS: dict[str, type] = {"base_model": BaseModelConfig, "train": TrainConfig
                              "judge": JudgeConfig, "compare": CompareConfig,
                              "report": ReportConfig}
 """The sections whose schema lives in `polychromic.settings`."""
+LISTS = ("domains", "methods", "prompting", "systems", "seeds")
+"""The top-level lists (`settings.experiment`)."""
 
 
 def schemas(params: dict[str, Any]) -> dict[str, type]:
@@ -44,9 +46,19 @@ def schemas(params: dict[str, Any]) -> dict[str, type]:
 
 def check_all(params: dict[str, Any]) -> None:
     """Load every section a run reads, with its types and ranges (UserError on the first bad
-    one), without loading a model: what `dvc exp run` would otherwise find stage by stage."""
+    one), and what sections say about each other, without loading a model: what `dvc exp
+    run` would otherwise find stage by stage."""
+    known = {*LISTS, *SECTIONS, "runtime", *known_methods(), *known_domains()}
+    for key in params:
+        if key not in known:
+            raise UserError(f"params.yaml: unknown section '{key}' (known: "
+                            f"{', '.join(sorted(known))})")
     for key, cls in schemas(params).items():
         load_section(cls, params, key)
     for name in experiment(params).domains:
         train_config(params, name)
+    n = load_section(GenerateConfig, params, "generate").n
+    ks = load_section(EvaluateConfig, params, "evaluate").ks
+    require(max(ks) <= n, "evaluate.ks", f"asks for pass@{max(ks)}, but 'generate.n' draws "
+            f"{n} samples a prompt: raise generate.n or lower the k")
 

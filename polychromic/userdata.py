@@ -16,6 +16,8 @@ import csv
 import io
 import json
 import math
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,14 +89,14 @@ def parse_value(value: Any, field: Field, name: str, where: str, from_csv: bool)
                 raise fail(f"is not a number ({value!r})") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise fail("must be a number")
-        if not math.isfinite(value):
-            raise fail(f"must be a finite number, not {value}")
+        if not is_finite(value):
+            raise fail(f"must be a finite number, not {short(value)}")
         return value
     if field.kind == "id" and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if field.kind == "answer" and isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise fail(f"must be a finite number, not {value}")
+        if not is_finite(value):
+            raise fail(f"must be a finite number, not {short(value)}")
         return str(value)
     if not isinstance(value, str):
         raise fail("must be a string" + (" or an integer" if field.kind == "id" else ""))
@@ -103,44 +105,97 @@ def parse_value(value: Any, field: Field, name: str, where: str, from_csv: bool)
     return value
 
 
-def json_rows(path: Path, lines: list[str]) -> list[tuple[int, dict]]:
-    rows = []
+def is_finite(value: int | float) -> bool:
+    """A float that is not inf or nan, or an int that a float can hold."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond 1.8e308
+        return False
+
+
+def short(value: Any) -> str:
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def json_rows(path: Path, lines: list[str]) -> Iterator[tuple[int, dict]]:
+    """Each line's JSON object, one at a time (so that the first bad line is the one
+    reported, whatever is wrong with it)."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        where = f"{path}:{number}"
         try:
             # NaN and Infinity are not JSON; Python's parser takes them unless told not to
-            record = json.loads(line, parse_constant=_reject_constant)
-        except _Constant as err:
-            raise UserError(f"{path}:{number}: {err} is not a JSON number (not finite)") from None
+            record = json.loads(line, parse_constant=_reject_constant,
+                                object_pairs_hook=_unique_keys)
+        except _Refused as err:
+            raise UserError(f"{where}: {err}") from None
         except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{number}: malformed JSON ({err.msg})") from None
+            raise UserError(f"{where}: malformed JSON ({err.msg})") from None
+        except RecursionError:
+            raise UserError(f"{where}: JSON nested too deeply") from None
+        except ValueError:  # Python's limit on the digits of an integer it converts
+            raise UserError(f"{where}: a JSON integer of more than "
+                            f"{sys.get_int_max_str_digits()} digits") from None
         if not isinstance(record, dict):
-            raise UserError(f"{path}:{number}: expected a JSON object")
-        rows.append((number, record))
-    return rows
+            raise UserError(f"{where}: expected a JSON object")
+        check_strings(record, where)
+        yield number, record
 
 
-class _Constant(Exception):
+class _Refused(Exception):
     pass
 
 
 def _reject_constant(name: str) -> None:
-    raise _Constant(name)
+    raise _Refused(f"{name} is not a JSON number (not finite)")
 
 
-def csv_rows(path: Path, lines: list[str]) -> list[tuple[int, dict]]:
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object whose keys are distinct: with a repeated key, which value was meant?"""
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise _Refused(f"key {short(repeated)} appears twice in one object")
+    return record
+
+
+def check_strings(record: dict, where: str) -> None:
+    """No NUL character and no lone surrogate (a `\\ud800` escape, which no UTF-8 file can
+    write back) in any key or string of the record, used or not."""
+    stack: list[Any] = [record]
+    while stack:  # not recursive: the parser allows deeper nesting than a recursive walk
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise UserError(f"{where}: a NUL character (\\u0000) in a string")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(f"{where}: a lone surrogate (an escape such as \\ud800 that "
+                                "is half of a character) in a string") from None
+
+
+def csv_rows(path: Path, lines: list[str]) -> Iterator[tuple[int, dict]]:
+    """Each row as a mapping from the header, one at a time."""
     reader = csv.reader(io.StringIO("\n".join(lines), newline=""), strict=True)
     try:
         header = next(reader)
     except StopIteration:
-        return []
+        return
     except csv.Error as err:
         raise UserError(f"{path}:1: malformed CSV header ({err})") from None
     header = [name.strip() for name in header]
     if len(set(header)) != len(header):
         raise UserError(f"{path}:1: a column name repeats in the header {header}")
-    rows, start = [], reader.line_num + 1
+    start = reader.line_num + 1
     while True:
         try:
             cells = next(reader)
@@ -153,9 +208,8 @@ def csv_rows(path: Path, lines: list[str]) -> list[tuple[int, dict]]:
                 raise UserError(f"{path}:{start}: {len(cells)} cells, the header has "
                                 f"{len(header)}")
             # an empty cell is an absent value (optional fields) in CSV
-            rows.append((start, {k: v for k, v in zip(header, cells, strict=True) if v != ""}))
+            yield start, {k: v for k, v in zip(header, cells, strict=True) if v != ""}
         start = reader.line_num + 1
-    return rows
 
 
 def read_rows(path: Path, schema: dict[str, Field]) -> list[Row]:

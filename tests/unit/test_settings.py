@@ -4,8 +4,10 @@ values a run will use (params.yaml's), not the code's."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
+import re
 import typing
 
 import pytest
@@ -120,3 +122,29 @@ def test_only_reads_the_keys_asked_for():
     assert read == {"evaluate.ks"}
     with pytest.raises(UserError, match=r"'evaluate\.ks' must be a non-empty list"):
         load_section(EvaluateConfig, {"evaluate": {"ks": []}}, "evaluate", only=("ks",))
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda p: p["evaluate"].update(ks=[1, 50]),
+     "'evaluate.ks' asks for pass@50, but 'generate.n' draws 10 samples a prompt"),
+    (lambda p: p["generate"].update(n=5),
+     "'evaluate.ks' asks for pass@10, but 'generate.n' draws 5 samples a prompt"),
+    (lambda p: p["polychromic"].update(diversity_weight=float("inf")),
+     "'polychromic.diversity_weight' must be a finite number, got inf"),
+    (lambda p: p["train"].update(learning_rate=float("nan")),
+     "'train.learning_rate' must be a finite number, got nan"),
+    (lambda p: p["replies"]["sampling"].update(top_p=float("-inf")),
+     "'replies.sampling.top_p' must be a finite number, got -inf"),
+    (lambda p: p.update(polychromc={"diversity_weight": 1.0}),
+     "unknown section 'polychromc' (known: base_model, baseline, code, compare, domains"),
+    (lambda p: p.update(systems=["zero_shot", "lora"]),
+     "'systems' names 'lora', which is neither in methods nor in prompting"),
+    (lambda p: p["code"]["train"].update(lora={"r": 0}), "'code.train.lora.r' must be > 0"),
+])
+def test_the_params_check_catches_what_a_stage_would_find_later(edit, message):
+    """What `doctor` and `profile` run before any stage (issue 24): cross-section limits,
+    non-finite numbers, unknown sections and names, full key paths."""
+    params = copy.deepcopy(PARAMS)
+    edit(params)
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_all(params)

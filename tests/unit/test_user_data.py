@@ -47,6 +47,23 @@ def test_bom_and_crlf_read_like_plain_utf8(tmp_path):
     ("empty.csv", "\n".join([HEADER, '3," ",b,1,c']), "empty.csv:2: field 'tweet' is empty"),
     ("cells.csv", "\n".join([HEADER, "3,a,b"]), "cells.csv:2: 3 cells, the header has 5"),
     ("list.jsonl", jsonl(reply(tweet=["a"])), "list.jsonl:1: field 'tweet' must be a string"),
+    # issue 24: each of these raised a traceback or was taken silently
+    ("deep.jsonl", '{"tweet_id": "1", "x": ' + "[" * 3000 + "]" * 3000 + "}\n",
+     "deep.jsonl:1: JSON nested too deeply"),
+    ("digits.jsonl", '{"tweet_id": "1", "tweet": "a", "reply": "b", "reply_likes": '
+     + "9" * 5000 + "}\n", "digits.jsonl:1: a JSON integer of more than 4300 digits"),
+    ("huge.jsonl", jsonl(reply(reply_likes=10**400)),
+     "huge.jsonl:1: field 'reply_likes' must be a finite number, not a huge integer"),
+    ("surrogate.jsonl", '{"tweet_id": "1", "tweet": "a\\ud800", "reply": "b"}\n',
+     "surrogate.jsonl:1: a lone surrogate"),
+    ("unused.jsonl", '{"tweet_id": "1", "tweet": "a", "reply": "b", "note": "\\udc00"}\n',
+     "unused.jsonl:1: a lone surrogate"),
+    ("nul.jsonl", '{"tweet_id": "1", "tweet": "a\\u0000b", "reply": "b"}\n',
+     "nul.jsonl:1: a NUL character"),
+    ("twice.jsonl", '{"tweet_id": "1", "tweet": "a", "tweet": "b", "reply": "c"}\n',
+     "twice.jsonl:1: key 'tweet' appears twice in one object"),
+    ("first.jsonl", jsonl(reply(tweet=" ")) + "{not json\n",  # line 1's error, not line 2's
+     "first.jsonl:1: field 'tweet' is empty"),
 ])
 def test_bad_lines_name_file_line_and_field(tmp_path, name, data, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):

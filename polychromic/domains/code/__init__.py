@@ -121,6 +121,8 @@ def split_tests(code: str, where: str) -> tuple[list[str], list[str]]:
     except SyntaxError as err:
         raise UserError(f"{where}: field 'test' is not valid Python (line {err.lineno} of the "
                         f"field: {err.msg})") from None
+    except (RecursionError, MemoryError):  # nesting beyond the parser's stack
+        raise UserError(f"{where}: field 'test' is nested too deeply to parse") from None
     asserts = [ast.get_source_segment(code, n) for n in tree.body if isinstance(n, ast.Assert)]
     setup = "\n".join(ast.get_source_segment(code, n) for n in tree.body
                       if not isinstance(n, ast.Assert))

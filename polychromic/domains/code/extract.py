@@ -29,7 +29,8 @@ CODE_START = re.compile(r"^(def |async def |class |import |from |@)", re.M)
 def parses(code: str) -> bool:
     try:
         ast.parse(code)
-    except (SyntaxError, ValueError):  # ValueError: null bytes
+    # ValueError: null bytes; RecursionError, MemoryError: nesting beyond the parser's stack
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
     return True
 
