@@ -180,9 +180,41 @@ def test_no_network_even_to_the_hosts_loopback(box):
     finally:
         listener.join()
         server.close()
-    assert outcome.status == "error" and "OSError" in outcome.error
+    # no socket can be made at all (seccomp), so the connection never starts
+    assert outcome.status == "error" and outcome.error.startswith("PermissionError"), outcome
     assert connections == []
     assert offline.all_passed  # the outside world is unreachable too, and quickly
+
+
+@pytest.mark.parametrize("family", ["AF_UNIX", "AF_VSOCK", "AF_NETLINK", "socketpair"])
+def test_no_socket_of_any_family_and_no_host_socket_file(box, family):
+    """A world-writable unix socket under /run is out of reach (/run is a private tmpfs,
+    and socket() itself fails for every family: seccomp), and so are vsock and netlink."""
+    folder = Path(tempfile.mkdtemp(prefix="sandbox-", dir="/run"))
+    os.chmod(folder, 0o777)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(folder / "host.sock"))
+    os.chmod(folder / "host.sock", 0o777)
+    server.listen()
+    server.settimeout(0.5)
+    target = str(folder / "host.sock")
+    make = {"AF_UNIX": f"s = socket.socket(socket.AF_UNIX)\ns.connect({target!r})\n"
+                       "s.sendall(b'leak')",
+            "AF_VSOCK": "socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)",
+            "AF_NETLINK": "socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)",
+            "socketpair": "socket.socketpair()"}[family]
+    private = ("import os\ndef add(a, b):\n    return a + b\n"
+               f"assert not os.path.exists({str(folder)!r}), os.listdir('/run')\n")
+    try:
+        outcome, run_is_private = box.run([attack(f"import socket\n{make}\n"),
+                                           Program(private, SOLVES)])
+        with pytest.raises(TimeoutError):
+            server.accept()
+    finally:
+        server.close()
+        shutil.rmtree(folder)
+    assert outcome.status == "error" and outcome.error.startswith("PermissionError"), outcome
+    assert run_is_private.all_passed, run_is_private
 
 
 def test_a_new_session_cannot_escape_the_job(box, canary):

@@ -55,7 +55,15 @@ NAMESPACES = {"mount": CLONE_NEWNS, "pid": CLONE_NEWPID, "network": CLONE_NEWNET
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-SCRATCH = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # world-writable on most systems
+# world-writable on most systems, and /run, where services keep their unix sockets (a private
+# tmpfs over it hides them; /var/run is a link to it)
+SCRATCH = ("/tmp", "/var/tmp", "/dev/shm", "/run")
+# seccomp: the syscalls that make a socket of any family (unix, vsock, netlink, inet) or an
+# io_uring (which can make one), by architecture; a program gets EPERM from them
+AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+SOCKET_SYSCALLS = {"x86_64": (41, 53, 425), "aarch64": (198, 199, 425)}
+X32_SYSCALL_BIT = 0x40000000
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 CPU_HARD_EXTRA_S = 1  # hard CPU limit beyond the soft one, for programs that ignore SIGXCPU
 CPU_SLACK_S = 0.05  # rusage vs the kernel's tick-granular CPU-limit check
 REPORT_LIMIT = 1 << 16  # bytes of events read per job; a flood beyond it is a failure
@@ -126,6 +134,37 @@ def isolate_filesystem(settings: dict) -> None:
     for scratch in SCRATCH:
         if os.path.isdir(scratch):
             mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, size)
+
+
+class SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
+                ("k", ctypes.c_uint32)]
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+
+def deny_sockets() -> None:
+    """A seccomp filter: socket(), socketpair() and io_uring_setup() fail with EPERM, for
+    the program and every process it starts (needs no_new_privs, set before)."""
+    machine = os.uname().machine
+    if machine not in AUDIT_ARCH:
+        raise OSError(f"seccomp: no syscall table for {machine}")
+    load_word, jump_eq, jump_ge, ret = 0x20, 0x15, 0x35, 0x06
+    allow, deny = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
+    numbers = SOCKET_SYSCALLS[machine]
+    program = [SockFilter(load_word, 0, 0, 4),  # seccomp_data.arch
+               SockFilter(jump_eq, 1, 0, AUDIT_ARCH[machine]),
+               SockFilter(ret, 0, 0, deny),  # another ABI (e.g. i386 on x86_64): refused
+               SockFilter(load_word, 0, 0, 0),  # seccomp_data.nr
+               SockFilter(jump_ge, len(numbers) + 1, 0, X32_SYSCALL_BIT)]  # x32: refused
+    program += [SockFilter(jump_eq, len(numbers) - i, 0, number)
+                for i, number in enumerate(numbers)]
+    program += [SockFilter(ret, 0, 0, allow), SockFilter(ret, 0, 0, deny)]
+    filters = (SockFilter * len(program))(*program)
+    fprog = SockFprog(len(program), filters)
+    check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp")
 
 
 def set_limits(settings: dict) -> None:
@@ -204,7 +243,8 @@ def become_runner(job: dict, settings: dict, token: str, report_fd: int, workdir
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
-        check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    deny_sockets()
     run_program(job, token, report_fd)
 
 
