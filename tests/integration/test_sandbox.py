@@ -18,9 +18,9 @@ from polychromic.domains.code import sandbox
 from polychromic.domains.code.sandbox import Program, Sandbox, SandboxSettings
 from tests.helpers import REPO
 
-# Not the pipeline's default (tests and a running pipeline do not meet), and a block of 16 per
+# Not the pipeline's default (tests and a running pipeline do not meet), and a block of 32 per
 # xdist worker: each worker has its own `box`, and a test counts the processes of its uids.
-UID = 1_990_100_000 + 16 * int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+UID = 1_990_100_000 + 32 * int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
 SETTINGS = SandboxSettings(timeout_s=2.0, cpu_s=2.0, workers=2, uid=UID)
 SOLVES = ("assert add(2, 3) == 5", "assert add(-1, 1) == 0")
 GOOD = Program("def add(a, b):\n    return a + b\n", SOLVES)
@@ -266,12 +266,40 @@ def test_missing_isolation_is_refused_unless_allowed(monkeypatch):
         Sandbox(SETTINGS, "code.checker")
     allowed = SandboxSettings(timeout_s=1.0, cpu_s=1.0, workers=1, uid=UID + 4,
                               allow_unisolated=True)
+    # unisolated, started as root: the program still runs as the uid, so it is not root, its
+    # process limit (8) holds for its whole tree and it can signal no one else's process
+    fork_count = ("import os, time\ndef add(a, b):\n    return a + b\nforks = 0\n"
+                  "for _ in range(12):\n    try:\n        if os.fork() == 0:\n"
+                  "            time.sleep(0.3)\n            os._exit(0)\n        forks += 1\n"
+                  "    except OSError:\n        pass\nassert forks < 8, forks\n"
+                  "assert os.getuid() != 0 and os.geteuid() != 0\n"
+                  "try:\n    os.kill(1, 0)\nexcept PermissionError:\n    pass\n"
+                  "else:\n    raise SystemExit('could signal init')\n")
     with Sandbox(allowed, "code.checker") as weak:
         assert weak.mode == "unisolated"
-        good, loop = weak.run([GOOD, attack("while True:\n    pass\n")])
+        good, loop, unprivileged = weak.run([GOOD, attack("while True:\n    pass\n"),
+                                             Program(fork_count, SOLVES)])
     assert good.all_passed and loop.status == "timeout"
+    assert unprivileged.all_passed, unprivileged
 
 
 def test_this_machine_allows_full_isolation():
     """Where the tests run (root, Linux), nothing is missing: CI exercises the real thing."""
     assert sandbox.isolation_gaps(UID + 12, SETTINGS.tmpfs_mb) == {}
+
+
+def test_two_sandboxes_at_once_never_share_a_uid():
+    """Two pipelines on one machine: the second takes the next free ids, and the first's are
+    free again once it closes."""
+    settings = SandboxSettings(timeout_s=2.0, cpu_s=2.0, workers=2, uid=UID + 13)
+    with Sandbox(settings) as first, Sandbox(settings) as second:
+        assert first.uids == [UID + 13, UID + 14] and second.uids == [UID + 15, UID + 16]
+        # a fork bomb in the first does not use up the second's process count
+        bomb = attack("import os\nwhile True:\n    os.fork()\n")
+        outcomes = []
+        thread = threading.Thread(target=lambda: outcomes.extend(first.run([bomb, bomb])))
+        thread.start()
+        assert all(o.all_passed for o in second.run([GOOD, GOOD]))
+        thread.join()
+    with Sandbox(settings) as again:
+        assert again.uids == [UID + 13, UID + 14]

@@ -12,11 +12,13 @@ relies on it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,7 +43,8 @@ class SandboxSettings:
     tmpfs_mb: int = field(default=64, metadata={"help": "size of each private /tmp"})
     workers: int = field(default=0, metadata={"help": "programs run at once (0: one per core)"})
     uid: int = field(default=1_990_000_000, metadata={
-        "help": "user id of worker 0's programs (worker i: uid + i); must belong to no one"})
+        "help": "the first user id for programs: each worker takes the next one that no "
+                "other sandbox on this machine holds; ids from here on must belong to no one"})
     allow_unisolated: bool = field(default=False, metadata={
         "help": "run programs without namespaces where the machine allows none (no network "
                 "isolation, writable filesystem, your user id): only if you trust them"})
@@ -138,10 +141,39 @@ def choose_mode(settings: SandboxSettings, key: str) -> str:
     return "unisolated"
 
 
+UID_LOCKS = Path(tempfile.gettempdir(), "polychromic-sandbox-uids")
+UID_SEARCH = 1024  # uids tried from `uid` on before giving up (the uid check leaves room)
+
+
+def claim_uids(first: int, count: int, key: str) -> tuple[list[int], list[int]]:
+    """(uids, lock descriptors): the first `count` uids from `first` on that no other
+    sandbox on this machine holds, each held by an exclusive lock on a file until the
+    descriptors close. Two pipelines at once never share a uid, so neither's programs count
+    against the other's process limit, nor can signal them."""
+    UID_LOCKS.mkdir(mode=0o755, exist_ok=True)
+    uids, held = [], []
+    for uid in range(first, first + UID_SEARCH):
+        fd = os.open(UID_LOCKS / str(uid), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        uids.append(uid)
+        held.append(fd)
+        if len(uids) == count:
+            return uids, held
+    for fd in held:
+        os.close(fd)
+    raise UserError(f"params.yaml: '{key}.uid': no {count} free user ids in "
+                    f"{first}..{first + UID_SEARCH - 1} (other sandboxes hold them)")
+
+
 class Sandbox:
     """Runs `Program`s in parallel, each contained; a context manager that owns its workers.
 
-    `key` is the params key of the settings, named in error messages."""
+    `key` is the params key of the settings, named in error messages. Worker i runs its
+    programs as `uids[i]`: the first free user ids from `settings.uid` on."""
 
     def __init__(self, settings: SandboxSettings, key: str = "code.sandbox"):
         self.settings = settings
@@ -149,9 +181,15 @@ class Sandbox:
         count = settings.workers or os.cpu_count() or 1
         limits = {k: v for k, v in asdict(settings).items()
                   if k not in ("workers", "uid", "allow_unisolated")}
-        self.workers = [start_worker({**limits, "mode": mode, "uid": settings.uid + i})
-                        for i in range(count)]
+        self.uids, self._uid_locks = claim_uids(settings.uid, count, key)
+        self.workers: list[subprocess.Popen] = []
         self.mode = mode
+        try:
+            for uid in self.uids:
+                self.workers.append(start_worker({**limits, "mode": mode, "uid": uid}))
+        except BaseException:
+            self.close()
+            raise
 
     def run(self, programs: Sequence[Program],
             progress: Callable[[int], None] | None = None) -> list[Outcome]:
@@ -203,6 +241,9 @@ class Sandbox:
                     worker.kill()
                     worker.wait()
         self.workers = []
+        for fd in self._uid_locks:  # the uids are free for another sandbox
+            os.close(fd)
+        self._uid_locks = []
 
     def __enter__(self) -> Sandbox:
         return self

@@ -238,7 +238,7 @@ def become_runner(job: dict, settings: dict, token: str, report_fd: int, workdir
     os.environ.clear()
     os.environ.update(ENVIRONMENT, HOME=workdir, TMPDIR=workdir)
     set_limits(settings)
-    if settings["mode"] == "namespaces":
+    if os.geteuid() == 0:  # never root, isolated or not: the uid makes the process limit exact
         uid = settings["uid"]
         os.setgroups([])
         os.setgid(uid)
@@ -285,6 +285,8 @@ def keeper(job: dict, settings: dict, token: str, report_fd: int) -> int:
         os.chown(workdir, settings["uid"], settings["uid"])
     else:
         workdir = tempfile.mkdtemp(prefix="polychromic-program-")
+        if os.geteuid() == 0:  # the program runs as the uid (become_runner)
+            os.chown(workdir, settings["uid"], settings["uid"])
     runner = os.fork()
     if runner == 0:
         try:
