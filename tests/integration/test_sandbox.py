@@ -286,6 +286,8 @@ def test_missing_isolation_is_refused_unless_allowed(monkeypatch):
 def test_this_machine_allows_full_isolation():
     """Where the tests run (root, Linux), nothing is missing: CI exercises the real thing."""
     assert sandbox.isolation_gaps(UID + 12, SETTINGS.tmpfs_mb) == {}
+    with Sandbox(replace(SETTINGS, uid=UID + 24, workers=1)) as box:
+        assert box.bound == "program"  # memory and processes bounded per program (cgroups)
 
 
 def test_two_sandboxes_at_once_never_share_a_uid():
@@ -303,3 +305,21 @@ def test_two_sandboxes_at_once_never_share_a_uid():
         thread.join()
     with Sandbox(settings) as again:
         assert again.uids == [UID + 13, UID + 14]
+
+
+def test_memory_is_bounded_for_the_whole_program_not_per_process():
+    """Four children of 150 MB each stay under a 256 MiB address-space rlimit one by one, but
+    not under the program's cgroup: some are killed, and the program fails."""
+    settings = SandboxSettings(timeout_s=10.0, cpu_s=5.0, workers=1, uid=UID + 20,
+                               memory_mb=256)
+    body = ("import os, time\ndef add(a, b):\n    return a + b\nchildren = []\n"
+            "for _ in range(4):\n    pid = os.fork()\n    if pid == 0:\n"
+            "        block = b'x' * 150_000_000\n        time.sleep(1.5)\n        os._exit(0)\n"
+            "    children.append(pid)\n"
+            "held = sum(os.waitpid(pid, 0)[1] == 0 for pid in children)\n"
+            "assert held == 4, held\n")
+    with Sandbox(settings) as box:
+        assert box.bound == "program"  # this machine lets the sandbox make cgroups
+        outcome, after_it = box.run([Program(body, SOLVES), GOOD])
+    assert not outcome.all_passed, outcome
+    assert after_it.all_passed

@@ -184,12 +184,16 @@ class Sandbox:
         self.uids, self._uid_locks = claim_uids(settings.uid, count, key)
         self.workers: list[subprocess.Popen] = []
         self.mode = mode
+        bounds = set()
         try:
             for uid in self.uids:
                 self.workers.append(start_worker({**limits, "mode": mode, "uid": uid}))
+                bounds.add(json.loads(read_line(self.workers[-1], 30))["bound"])
         except BaseException:
             self.close()
             raise
+        # memory and processes bounded per program (cgroups), or per process (rlimits only)
+        self.bound = "program" if bounds == {"program"} else "process"
 
     def run(self, programs: Sequence[Program],
             progress: Callable[[int], None] | None = None) -> list[Outcome]:

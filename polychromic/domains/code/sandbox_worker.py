@@ -167,6 +167,69 @@ def deny_sockets() -> None:
     check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp")
 
 
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def own_cgroup(controller: str) -> str | None:
+    """This process's cgroup path in `controller`'s hierarchy (v1), or in the unified one
+    ('' : v2), from /proc/self/cgroup."""
+    with open("/proc/self/cgroup", encoding="utf-8") as handle:
+        for line in handle:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if controller in controllers.split(","):
+                return path
+    return None
+
+
+def program_cgroups(settings: dict) -> list[str]:
+    """Folders of new cgroups that bound a program's whole process tree: its memory at
+    memory_mb and its processes at max_processes (+1, the keeper that joins first), in
+    cgroup v1's memory and pids hierarchies or in v2's unified one. [] where the machine
+    does not let this process make them: then the rlimits bound each process alone."""
+    name = f"polychromic-sandbox-{settings['uid']}"
+    memory, pids = settings["memory_mb"] << 20, settings["max_processes"] + 1
+    if os.path.exists(f"{CGROUP_ROOT}/cgroup.controllers"):  # v2
+        limits = {"": {"memory.max": memory, "memory.swap.max": 0, "pids.max": pids}}
+    else:
+        limits = {"memory": {"memory.limit_in_bytes": memory,
+                             "memory.memsw.limit_in_bytes": memory},
+                  "pids": {"pids.max": pids}}
+    folders = []
+    try:
+        for controller, files in limits.items():
+            path = own_cgroup(controller) if controller else own_cgroup("")
+            if path is None:
+                raise OSError(f"no {controller} cgroup")
+            folder = os.path.join(CGROUP_ROOT, controller, path.lstrip("/"), name)
+            os.makedirs(folder, exist_ok=True)
+            folders.append(folder)
+            for file, value in files.items():
+                if os.path.exists(os.path.join(folder, file)):  # swap accounting may be off
+                    with open(os.path.join(folder, file), "w") as handle:
+                        handle.write(str(value))
+            if not os.path.exists(os.path.join(folder, "pids.max" if controller == "pids"
+                                               else "memory.max" if not controller
+                                               else "memory.limit_in_bytes")):
+                raise OSError(f"{folder}: the controller is not enabled there")
+    except OSError:
+        remove_cgroups(folders)
+        return []
+    return folders
+
+
+def remove_cgroups(folders: list[str]) -> None:
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
+def join_cgroups(folders: list[str]) -> None:
+    """This process (the keeper, before it starts the runner) into the program's cgroups."""
+    for folder in folders:
+        with open(os.path.join(folder, "cgroup.procs"), "w") as handle:
+            handle.write(str(os.getpid()))
+
+
 def set_limits(settings: dict) -> None:
     cpu = cpu_limit_s(settings)
     megabyte = 1 << 20
@@ -278,6 +341,7 @@ def keeper(job: dict, settings: dict, token: str, report_fd: int) -> int:
     """In the keeper (forked from the worker): isolate, start the runner, wait for it.
     Returns the keeper's exit code: 0 finished, 1 nonzero exit, 2 timed out, 3 killed."""
     die_with_parent()
+    join_cgroups(settings["cgroups"])  # before the read-only remount hides the cgroup files
     if settings["mode"] == "namespaces":
         check(libc.unshare(sum(NAMESPACES.values())), "unshare")
         isolate_filesystem(settings)
@@ -430,13 +494,19 @@ def main() -> None:
     if settings.get("probe"):
         print(json.dumps(probe(settings)), flush=True)
         return
-    for line in sys.stdin:
-        try:
-            result = run_job(json.loads(line), settings)
-        except Exception as error:  # noqa: BLE001 - reported to the host, which stops
-            result = {"status": "internal_error", "error": f"{type(error).__name__}: {error}"}
-        sys.stdout.write(json.dumps(result) + "\n")
-        sys.stdout.flush()
+    settings["cgroups"] = program_cgroups(settings)
+    print(json.dumps({"bound": "program" if settings["cgroups"] else "process"}), flush=True)
+    try:
+        for line in sys.stdin:
+            try:
+                result = run_job(json.loads(line), settings)
+            except Exception as error:  # noqa: BLE001 - reported to the host, which stops
+                result = {"status": "internal_error",
+                          "error": f"{type(error).__name__}: {error}"}
+            sys.stdout.write(json.dumps(result) + "\n")
+            sys.stdout.flush()
+    finally:
+        remove_cgroups(settings["cgroups"])
 
 
 if __name__ == "__main__":
