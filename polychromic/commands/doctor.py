@@ -278,13 +278,23 @@ def check_sandbox(params: dict) -> list[Finding]:
     Linux; in a container, CAP_SYS_ADMIN)."""
     if "code" not in listed(params, "domains"):
         return []
-    from polychromic.domains.code.sandbox import SandboxSettings, isolation_gaps
+    from dataclasses import replace
+
+    from polychromic.domains.code.sandbox import Sandbox, SandboxSettings, isolation_gaps
 
     settings = load_section(SandboxSettings, params, "code.checker")
     gaps = isolation_gaps(settings.uid, settings.tmpfs_mb)
     if not gaps:
-        return [Finding("sandbox", True, "full isolation (namespaces, read-only files, no "
-                        "network, seccomp)")]
+        with Sandbox(replace(settings, workers=1), "code.checker") as sandbox:
+            bound = sandbox.bound
+        isolation = "full isolation (namespaces, read-only files, no network, seccomp)"
+        if bound == "program":
+            return [Finding("sandbox", True, f"{isolation}; memory and processes bounded per "
+                            "program (cgroups)")]
+        return [Finding("sandbox", False, f"{isolation}; memory and processes bounded per "
+                        "process only (no cgroup could be made)",
+                        "a writable cgroup hierarchy (v1 memory and pids, or v2 with those "
+                        "controllers delegated)", required=False)]
     missing = "; ".join(f"{name} ({reason})" for name, reason in gaps.items())
     fix = ("run as root on Linux (in a container: with CAP_SYS_ADMIN); or, only for programs "
            "you would run yourself, code.checker.allow_unisolated: true")

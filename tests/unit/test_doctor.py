@@ -114,6 +114,9 @@ def test_the_sandbox_isolation_is_reported_with_its_fix(monkeypatch):
         **params_with()["code"]["checker"], "allow_unisolated": True}}))
     assert not finding.ok and not finding.required and "UNISOLATED" in finding.detail
     assert doctor.check_sandbox(params_with(domains=["qa"])) == []
+    monkeypatch.setattr("polychromic.domains.code.sandbox.isolation_gaps", lambda *a: {})
+    finding, = doctor.check_sandbox(params_with())  # this machine: everything (as CI's)
+    assert finding.ok and finding.detail.endswith("bounded per program (cgroups)")
 
 
 def test_bad_params_are_one_line_naming_the_key(tmp_path, monkeypatch, capsys):
