@@ -1,0 +1,237 @@
+"""Tests judged outside the program's reach (issue 24; not yet wired into the sandbox).
+
+A program and its tests share one interpreter, so a program can decide its own verdict: an
+object whose `__eq__` always answers True, a replaced `exec`, an edited test list. Here a
+test of the form "setup statements, then one assert" is split in two:
+
+- **probes**, the subexpressions of the assert that only the program can compute (those
+  that name something the program defines): evaluated inside the sandbox, each value sent
+  out as plain data (`encode`: None, bool, int, float, complex, str, bytes, and lists,
+  tuples, sets, frozensets and dicts of those). Anything else (a generator, a custom
+  object) is not plain, and its test fails;
+- the **verdict**: the assert's expression with each probe replaced by its decoded value,
+  evaluated outside, where no code of the program runs (`judge`).
+
+A program can still compute wrong values or refuse to answer; it cannot make a wrong value
+compare equal, and the expected values never enter its process. Which names belong to the
+program: the entry point (MBPP's task 126 is a function named `sum`), and every name the
+assert reads that is not a builtin, not defined by the test's own setup and not a
+standard-library module (`math`, `re`: imported outside as themselves, so that a program
+cannot stand in for them, nor for `set` or `sorted`). Where the assert asks only for a
+truth value (`assert f(x)`, `not f(x)`, `f(x) and g(y)`), the probe is `bool(...)` of it:
+a regex match object is not plain data, its truth value is, and a program that decides its
+own truth value could as well have returned True.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+PROBE = "__probe_{}"
+MAX_DEPTH = 64
+MAX_ITEMS = 100_000  # values, keys and characters/1000 of one probe: beyond it, not plain
+BUILTIN_NAMES = frozenset(dir(builtins))
+
+
+class NotPlain(Exception):
+    """A probe's value that cannot leave the sandbox as plain data."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    setup: str  # the statements before the assert (run inside, and again outside)
+    probes: tuple[str, ...]  # expressions evaluated inside the sandbox, in order
+    verdict: str  # the assert's expression, probe j replaced by PROBE.format(j)
+
+
+def defined_names(statements: list[ast.stmt]) -> set[str]:
+    """The names that a test's setup statements bind."""
+    names: set[str] = set()
+    for node in ast.walk(ast.Module(body=statements, type_ignores=[])):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    return names
+
+
+def plan(test: str, entry_point: str | None = None) -> Plan | None:
+    """The test split into probes and verdict; None when it is not setup + one assert (the
+    test then runs inside the sandbox as a whole, unprotected). `entry_point`: the function
+    under test, the program's even where a builtin has its name."""
+    try:
+        tree = ast.parse(test)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    if not tree.body or not isinstance(tree.body[-1], ast.Assert):
+        return None
+    *setup, check = tree.body
+    if any(isinstance(node, ast.Assert) for node in setup):
+        return None
+    test_side = (BUILTIN_NAMES | defined_names(setup) | set(sys.stdlib_module_names)) - {
+        entry_point}
+
+    def of_program(node: ast.AST) -> bool:
+        return any(isinstance(n, ast.Name) and n.id not in test_side for n in ast.walk(node))
+
+    probes: list[str] = []
+
+    def probe(node: ast.expr, truth: bool = False) -> ast.expr:
+        probes.append(f"bool({ast.unparse(node)})" if truth else ast.unparse(node))
+        return ast.copy_location(ast.Name(id=PROBE.format(len(probes) - 1), ctx=ast.Load()),
+                                 node)
+
+    def operand(node: ast.expr) -> ast.expr:
+        return probe(node) if of_program(node) else node
+
+    def split(node: ast.expr) -> ast.expr:
+        """`node` in a truth context: the assert's expression, or an operand of not/and/or."""
+        if not of_program(node):
+            return node
+        if isinstance(node, ast.Compare):
+            node.left = operand(node.left)
+            node.comparators = [operand(c) for c in node.comparators]
+            return node
+        if isinstance(node, ast.BoolOp):
+            node.values = [split(v) for v in node.values]
+            return node
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            node.operand = split(node.operand)
+            return node
+        if isinstance(node, ast.Call) and not of_program(node.func):  # math.isclose(f(x), y)
+            node.args = [operand(a) for a in node.args]
+            for keyword in node.keywords:
+                keyword.value = operand(keyword.value)
+            return node
+        return probe(node, truth=True)
+
+    verdict = split(check.test)
+    return Plan(setup="\n".join(ast.unparse(s) for s in setup), probes=tuple(probes),
+                verdict=ast.unparse(verdict))
+
+
+def encode(value: Any) -> list:
+    """`value` as plain JSON data, tagged by type, or NotPlain. Runs inside the sandbox on
+    the program's objects: whatever they do, what comes out is data, judged outside."""
+    budget = [MAX_ITEMS]
+
+    def spend(amount: int = 1) -> None:
+        budget[0] -= amount
+        if budget[0] < 0:
+            raise NotPlain("too large")
+
+    def walk(item: Any, depth: int) -> list:
+        if depth > MAX_DEPTH:
+            raise NotPlain("nested too deeply")
+        spend()
+        if item is None:
+            return ["N"]
+        kind = type(item)
+        if kind is bool:
+            return ["b", item]
+        if kind is int:
+            return ["i", int.__repr__(item)]
+        if kind is float:
+            return ["f", float.__repr__(item)]
+        if kind is complex:
+            return ["c", float.__repr__(item.real), float.__repr__(item.imag)]
+        if kind is str:
+            spend(len(item) // 1000)
+            return ["s", item]
+        if kind is bytes:
+            spend(len(item) // 1000)
+            return ["y", item.hex()]
+        tags = {list: "l", tuple: "t", set: "S", frozenset: "F"}
+        if kind in tags:
+            return [tags[kind], [walk(v, depth + 1) for v in kind.__iter__(item)]]
+        if kind is dict:
+            return ["d", [[walk(k, depth + 1), walk(v, depth + 1)]
+                          for k, v in dict.items(item)]]
+        base = plain_base(item)
+        if base is None:
+            raise NotPlain(f"a {kind.__name__!r} is not plain data")
+        return walk(base, depth)  # a subclass of a plain type, read as that type
+
+    try:
+        return walk(value, 0)
+    except NotPlain:
+        raise
+    except Exception as error:  # noqa: BLE001 - a hostile object's own errors
+        raise NotPlain(type(error).__name__) from None
+
+
+def plain_base(item: Any) -> Any:
+    """A subclass instance of a plain type (a namedtuple, a Counter, an OrderedDict) as a
+    value of that type, read through the base type's own methods; None for anything else.
+    Its own `__eq__`, `__iter__` or `__class__` play no part: `type()` is the real class."""
+    for base, read in ((int, int.__int__), (float, float.__float__),
+                       (str, str.__str__), (bytes, bytes.__bytes__),
+                       (tuple, lambda x: tuple(tuple.__iter__(x))),
+                       (list, lambda x: list(list.__iter__(x))),
+                       (dict, lambda x: dict(dict.items(x))),
+                       (frozenset, lambda x: frozenset(frozenset.__iter__(x))),
+                       (set, lambda x: set(set.__iter__(x)))):
+        if base in type(item).__mro__[1:]:
+            return read(item)
+    return None
+
+
+def decode(data: Any) -> Any:
+    """The value that `encode` wrote, built from builtins only; ValueError when malformed
+    (the data comes from the sandbox: it may be anything)."""
+    def walk(item: Any, depth: int) -> Any:
+        if depth > MAX_DEPTH + 1 or not isinstance(item, list) or not item:
+            raise ValueError("malformed probe value")
+        tag, *rest = item
+        if tag == "N" and not rest:
+            return None
+        if tag == "b" and len(rest) == 1 and isinstance(rest[0], bool):
+            return rest[0]
+        if tag == "i" and len(rest) == 1 and isinstance(rest[0], str):
+            return int(rest[0])
+        if tag == "f" and len(rest) == 1 and isinstance(rest[0], str):
+            return float(rest[0])
+        if tag == "c" and len(rest) == 2 and all(isinstance(r, str) for r in rest):
+            return complex(float(rest[0]), float(rest[1]))
+        if tag == "s" and len(rest) == 1 and isinstance(rest[0], str):
+            return rest[0]
+        if tag == "y" and len(rest) == 1 and isinstance(rest[0], str):
+            return bytes.fromhex(rest[0])
+        kinds = {"l": list, "t": tuple, "S": set, "F": frozenset}
+        if tag in kinds and len(rest) == 1 and isinstance(rest[0], list):
+            return kinds[tag](walk(v, depth + 1) for v in rest[0])
+        if tag == "d" and len(rest) == 1 and isinstance(rest[0], list):
+            pairs = rest[0]
+            if not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+                raise ValueError("malformed probe value")
+            return {walk(k, depth + 1): walk(v, depth + 1) for k, v in pairs}
+        raise ValueError("malformed probe value")
+
+    try:
+        return walk(data, 0)
+    except TypeError:  # an unhashable key or set member
+        raise ValueError("malformed probe value") from None
+
+
+def judge(test_plan: Plan, values: list[Any]) -> bool:
+    """Whether the assert holds with `values` in the probes' places: the test's setup, then
+    its expression, in a fresh namespace where no code of the program ever ran."""
+    namespace: dict[str, Any] = {"__builtins__": builtins}
+    try:
+        exec(compile(test_plan.setup, "setup.py", "exec"), namespace)  # noqa: S102 - the test's
+        verdict = ast.parse(test_plan.verdict, mode="eval")
+        for node in ast.walk(verdict):
+            if (isinstance(node, ast.Name) and node.id in sys.stdlib_module_names
+                    and node.id not in namespace):
+                namespace[node.id] = importlib.import_module(node.id)
+        namespace.update({PROBE.format(j): value for j, value in enumerate(values)})
+        return bool(eval(compile(verdict, "verdict.py", "eval"), namespace))  # noqa: S307
+    except Exception:  # noqa: BLE001 - a test that raises has not passed
+        return False
