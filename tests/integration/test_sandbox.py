@@ -323,3 +323,64 @@ def test_memory_is_bounded_for_the_whole_program_not_per_process():
         outcome, after_it = box.run([Program(body, SOLVES), GOOD])
     assert not outcome.all_passed, outcome
     assert after_it.all_passed
+
+
+TRICKS = {  # each a program that passes no test honestly (its add answers 42)
+    "an __eq__ that always answers True":
+        "class Anything:\n    def __eq__(self, other):\n        return True\n"
+        "def add(a, b):\n    return Anything()\n",
+    "an int whose __eq__ always answers True":
+        "class Yes(int):\n    def __eq__(self, other):\n        return True\n"
+        "    __hash__ = int.__hash__\ndef add(a, b):\n    return Yes(42)\n",
+    "exec, eval and compile replaced for what runs after it":
+        "import builtins\ndef add(a, b):\n    return 42\n"
+        "builtins.exec = builtins.eval = lambda *args, **kwargs: None\n"
+        "builtins.compile = lambda *args, **kwargs: 'pass'\n",
+    "the runner's test list emptied through the call stack":
+        "import sys\ndef add(a, b):\n    return 42\nframe = sys._getframe(1)\n"
+        "while frame is not None:\n    for value in list(frame.f_locals.values()):\n"
+        "        if isinstance(value, dict) and 'tests' in value:\n"
+        "            value['tests'].clear()\n    frame = frame.f_back\n",
+    "pass events forged with the token found on the stack, then an early exit":
+        "import os, sys\ndef add(a, b):\n    return 42\nframe = sys._getframe(1)\n"
+        "while frame is not None:\n    names = frame.f_locals\n"
+        "    if 'token' in names and 'report_fd' in names:\n"
+        "        for i in range(2):\n"
+        "            line = f\"{names['token']} test {i} pass\\n\"\n"
+        "            os.write(names['report_fd'], line.encode())\n"
+        "        os.write(names['report_fd'], f\"{names['token']} done\\n\".encode())\n"
+        "        os._exit(0)\n    frame = frame.f_back\n",
+    "the expected value searched for in the process's memory":
+        "import gc\ndef add(a, b):\n    for item in gc.get_objects():\n"
+        "        if isinstance(item, str) and '== 5' in item:\n"
+        "            return 5\n    return 42\n",
+}
+
+
+@pytest.mark.parametrize("trick", list(TRICKS))
+def test_a_program_cannot_decide_its_own_verdict(box, trick):
+    """The tricks that passed every test before (issue 24): the values the program computes
+    are judged outside its process, and the expected values never enter it."""
+    outcome, honest = box.run([Program(TRICKS[trick], SOLVES, "add"),
+                               Program(GOOD.code, SOLVES, "add")])
+    assert not any(outcome.passed), (trick, outcome)
+    assert honest.all_passed
+
+
+def test_the_tricks_score_nothing_in_evaluation_and_as_a_training_reward():
+    """Through CodeChecker, the path of evaluate's verdicts and of the objective's rewards."""
+    from polychromic.domains.code import CodeChecker
+
+    record = {"id": "t", "prompt": "add two numbers", "references": [GOOD.code],
+              "task": {"style": "describe", "header": "", "entry_point": "add",
+                       "tests": list(SOLVES), "shown_tests": [SOLVES[0]]}}
+    samples = [f"{code}```" for code in [*TRICKS.values(), GOOD.code]]  # after the fence
+    settings = SandboxSettings(timeout_s=3.0, cpu_s=3.0, workers=1, uid=UID + 26)
+    checker = CodeChecker(settings, visible_tests=1, key="code.checker")
+    try:
+        verdicts, = checker.verdicts([(record, samples)])
+        rewards, = checker.rewards([(record, samples)])
+    finally:
+        checker.close()
+    assert [v.passed for v in verdicts] == [False] * len(TRICKS) + [True]
+    assert rewards == [0.0] * len(TRICKS) + [1.0]

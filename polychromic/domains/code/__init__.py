@@ -230,7 +230,7 @@ class CodeChecker(Checker):
                 code = extract_code(FENCE + sample, task["entry_point"])
                 # the header's stub of the function, if any, is redefined by the program
                 header = f"{task['header']}\n" if task["header"] else ""
-                programs.append(Program(header + code, tuple(tests)))
+                programs.append(Program(header + code, tuple(tests), task["entry_point"]))
         return programs
 
     def run(self, items, visible: bool):

@@ -32,14 +32,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+# the encoder runs inside the sandbox, so it lives in the worker's file (which imports nothing
+# of this package); decode() is its inverse here
+from polychromic.domains.code.sandbox_worker import MAX_DEPTH, NotPlain, encode  # noqa: F401
+
 PROBE = "__probe_{}"
-MAX_DEPTH = 64
-MAX_ITEMS = 100_000  # values, keys and characters/1000 of one probe: beyond it, not plain
 BUILTIN_NAMES = frozenset(dir(builtins))
-
-
-class NotPlain(Exception):
-    """A probe's value that cannot leave the sandbox as plain data."""
 
 
 @dataclass(frozen=True)
@@ -115,72 +113,6 @@ def plan(test: str, entry_point: str | None = None) -> Plan | None:
     verdict = split(check.test)
     return Plan(setup="\n".join(ast.unparse(s) for s in setup), probes=tuple(probes),
                 verdict=ast.unparse(verdict))
-
-
-def encode(value: Any) -> list:
-    """`value` as plain JSON data, tagged by type, or NotPlain. Runs inside the sandbox on
-    the program's objects: whatever they do, what comes out is data, judged outside."""
-    budget = [MAX_ITEMS]
-
-    def spend(amount: int = 1) -> None:
-        budget[0] -= amount
-        if budget[0] < 0:
-            raise NotPlain("too large")
-
-    def walk(item: Any, depth: int) -> list:
-        if depth > MAX_DEPTH:
-            raise NotPlain("nested too deeply")
-        spend()
-        if item is None:
-            return ["N"]
-        kind = type(item)
-        if kind is bool:
-            return ["b", item]
-        if kind is int:
-            return ["i", int.__repr__(item)]
-        if kind is float:
-            return ["f", float.__repr__(item)]
-        if kind is complex:
-            return ["c", float.__repr__(item.real), float.__repr__(item.imag)]
-        if kind is str:
-            spend(len(item) // 1000)
-            return ["s", item]
-        if kind is bytes:
-            spend(len(item) // 1000)
-            return ["y", item.hex()]
-        tags = {list: "l", tuple: "t", set: "S", frozenset: "F"}
-        if kind in tags:
-            return [tags[kind], [walk(v, depth + 1) for v in kind.__iter__(item)]]
-        if kind is dict:
-            return ["d", [[walk(k, depth + 1), walk(v, depth + 1)]
-                          for k, v in dict.items(item)]]
-        base = plain_base(item)
-        if base is None:
-            raise NotPlain(f"a {kind.__name__!r} is not plain data")
-        return walk(base, depth)  # a subclass of a plain type, read as that type
-
-    try:
-        return walk(value, 0)
-    except NotPlain:
-        raise
-    except Exception as error:  # noqa: BLE001 - a hostile object's own errors
-        raise NotPlain(type(error).__name__) from None
-
-
-def plain_base(item: Any) -> Any:
-    """A subclass instance of a plain type (a namedtuple, a Counter, an OrderedDict) as a
-    value of that type, read through the base type's own methods; None for anything else.
-    Its own `__eq__`, `__iter__` or `__class__` play no part: `type()` is the real class."""
-    for base, read in ((int, int.__int__), (float, float.__float__),
-                       (str, str.__str__), (bytes, bytes.__bytes__),
-                       (tuple, lambda x: tuple(tuple.__iter__(x))),
-                       (list, lambda x: list(list.__iter__(x))),
-                       (dict, lambda x: dict(dict.items(x))),
-                       (frozenset, lambda x: frozenset(frozenset.__iter__(x))),
-                       (set, lambda x: set(set.__iter__(x)))):
-        if base in type(item).__mro__[1:]:
-            return read(item)
-    return None
 
 
 def decode(data: Any) -> Any:

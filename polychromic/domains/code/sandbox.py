@@ -26,6 +26,7 @@ from functools import cache
 from pathlib import Path
 
 from polychromic.config import UserError, require
+from polychromic.domains.code import probes
 
 WORKER = Path(__file__).with_name("sandbox_worker.py")
 ANSWER_GRACE_S = 30.0  # beyond a job's timeout before a silent worker counts as broken
@@ -62,6 +63,7 @@ class SandboxSettings:
 class Program:
     code: str
     tests: tuple[str, ...]
+    entry_point: str | None = None  # the function under test (probes.plan)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,24 @@ class Outcome:
     def fraction_passed(self) -> float:
         """Share of the tests that ran and passed (partial credit, e.g. before a timeout)."""
         return sum(self.passed) / len(self.passed) if self.passed else 0.0
+
+
+def judged(answer: dict, plans: list[probes.Plan | None]) -> Outcome:
+    """The worker's answer with each probed test's verdict taken here, on its values."""
+    passed, error = list(answer["passed"]), answer["error"]
+    for index, test_plan in enumerate(plans):
+        if test_plan is None:
+            continue  # judged in the sandbox
+        passed[index] = False  # whatever the sandbox said: only the values count
+        sent = answer["values"].get(str(index), {})
+        try:
+            values = [probes.decode(sent[str(j)]) for j in range(len(test_plan.probes))]
+        except (KeyError, ValueError):
+            continue  # a probe raised, or sent nothing readable: not passed
+        passed[index] = probes.judge(test_plan, values)
+        if not passed[index] and error is None:
+            error = "AssertionError: "
+    return Outcome(answer["status"], tuple(passed), error, answer["seconds"])
 
 
 def clean_environment() -> dict[str, str]:
@@ -209,7 +229,11 @@ class Sandbox:
                 if index is None:
                     return
                 program = programs[index]
-                job = {"code": program.code, "tests": list(program.tests)}
+                plans = [probes.plan(test, program.entry_point) for test in program.tests]
+                # only the probes enter the sandbox; the expected side stays here
+                job = {"code": program.code, "tests": [
+                    {"code": test} if p is None else {"setup": p.setup, "probes": list(p.probes)}
+                    for test, p in zip(program.tests, plans, strict=True)]}
                 try:
                     worker.stdin.write((json.dumps(job) + "\n").encode())
                     worker.stdin.flush()
@@ -220,8 +244,7 @@ class Sandbox:
                 except (OSError, RuntimeError) as error:
                     errors.append(error)
                     return
-                outcomes[index] = Outcome(answer["status"], tuple(answer["passed"]),
-                                          answer["error"], answer["seconds"])
+                outcomes[index] = judged(answer, plans)
                 if progress is not None:
                     progress(1)
 

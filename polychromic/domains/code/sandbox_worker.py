@@ -66,7 +66,9 @@ X32_SYSCALL_BIT = 0x40000000
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 CPU_HARD_EXTRA_S = 1  # hard CPU limit beyond the soft one, for programs that ignore SIGXCPU
 CPU_SLACK_S = 0.05  # rusage vs the kernel's tick-granular CPU-limit check
-REPORT_LIMIT = 1 << 16  # bytes of events read per job; a flood beyond it is a failure
+REPORT_LIMIT = 1 << 20  # bytes of events read per job; a flood beyond it is a failure
+MAX_DEPTH = 64  # of a probe's value (probes.py)
+MAX_ITEMS = 100_000  # values, keys and characters/1000 of one probe: beyond it, not plain
 ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -253,6 +255,76 @@ def describe(error: BaseException) -> str:
     return text.replace("\n", " ")[:200]
 
 
+class NotPlain(Exception):
+    """A probe's value that cannot leave the sandbox as plain data."""
+
+
+def encode(value) -> list:
+    """`value` as plain JSON data, tagged by type, or NotPlain. Runs inside the sandbox on
+    the program's objects: whatever they do, what comes out is data, judged outside."""
+    budget = [MAX_ITEMS]
+
+    def spend(amount: int = 1) -> None:
+        budget[0] -= amount
+        if budget[0] < 0:
+            raise NotPlain("too large")
+
+    def walk(item, depth: int) -> list:
+        if depth > MAX_DEPTH:
+            raise NotPlain("nested too deeply")
+        spend()
+        if item is None:
+            return ["N"]
+        kind = type(item)
+        if kind is bool:
+            return ["b", item]
+        if kind is int:
+            return ["i", int.__repr__(item)]
+        if kind is float:
+            return ["f", float.__repr__(item)]
+        if kind is complex:
+            return ["c", float.__repr__(item.real), float.__repr__(item.imag)]
+        if kind is str:
+            spend(len(item) // 1000)
+            return ["s", item]
+        if kind is bytes:
+            spend(len(item) // 1000)
+            return ["y", item.hex()]
+        tags = {list: "l", tuple: "t", set: "S", frozenset: "F"}
+        if kind in tags:
+            return [tags[kind], [walk(v, depth + 1) for v in kind.__iter__(item)]]
+        if kind is dict:
+            return ["d", [[walk(k, depth + 1), walk(v, depth + 1)]
+                          for k, v in dict.items(item)]]
+        base = plain_base(item)
+        if base is None:
+            raise NotPlain(f"a {kind.__name__!r} is not plain data")
+        return walk(base, depth)  # a subclass of a plain type, read as that type
+
+    try:
+        return walk(value, 0)
+    except NotPlain:
+        raise
+    except Exception as error:  # noqa: BLE001 - a hostile object's own errors
+        raise NotPlain(type(error).__name__) from None
+
+
+def plain_base(item):
+    """A subclass instance of a plain type (a namedtuple, a Counter, an OrderedDict) as a
+    value of that type, read through the base type's own methods; None for anything else.
+    Its own `__eq__`, `__iter__` or `__class__` play no part: `type()` is the real class."""
+    for base, read in ((int, int.__int__), (float, float.__float__),
+                       (str, str.__str__), (bytes, bytes.__bytes__),
+                       (tuple, lambda x: tuple(tuple.__iter__(x))),
+                       (list, lambda x: list(list.__iter__(x))),
+                       (dict, lambda x: dict(dict.items(x))),
+                       (frozenset, lambda x: frozenset(frozenset.__iter__(x))),
+                       (set, lambda x: set(set.__iter__(x)))):
+        if base in type(item).__mro__[1:]:
+            return read(item)
+    return None
+
+
 def run_program(job: dict, token: str, report_fd: int) -> None:
     """In the runner: the program, then each test, all in one namespace; events on the pipe.
     Never returns."""
@@ -269,13 +341,27 @@ def run_program(job: dict, token: str, report_fd: int) -> None:
         event("setup " + describe(error))
         os._exit(0)
     event("setup ok")
+    dumps = json.dumps
     for index, test in enumerate(job["tests"]):
+        if "probes" not in test:  # a test judged here, in the program's reach (probes.py)
+            try:
+                exec(compile(test["code"], f"test_{index}.py", "exec"), namespace)  # noqa: S102
+            except BaseException as error:  # noqa: BLE001
+                event(f"test {index} fail {describe(error)}")
+            else:
+                event(f"test {index} pass")
+            continue
+        # the values only the program computes, sent out; the verdict is taken outside
         try:
-            exec(compile(test, f"test_{index}.py", "exec"), namespace)  # noqa: S102
+            exec(compile(test["setup"], f"test_{index}.py", "exec"), namespace)  # noqa: S102
+            for number, expression in enumerate(test["probes"]):
+                value = eval(compile(expression, f"test_{index}.py", "eval"),  # noqa: S307
+                             namespace)
+                event(f"value {index} {number} {dumps(encode(value))}")
         except BaseException as error:  # noqa: BLE001
             event(f"test {index} fail {describe(error)}")
         else:
-            event(f"test {index} pass")
+            event(f"test {index} probed")
     event("done")
     os._exit(0)
 
@@ -395,8 +481,10 @@ def read_events(fd: int, seconds: float) -> tuple[bytes, bool]:
 
 
 def judge(events: bytes, token: str, n_tests: int, keeper_code: int, overflow: bool) -> dict:
-    """The job's result from the events that carry the token (and nothing else)."""
-    passed = [False] * n_tests
+    """The job's result from the events that carry the token (and nothing else): per test,
+    passed (judged here) or its probes' values (judged by the host: `values`, test index ->
+    probe index -> encoded value, the first one sent)."""
+    passed, values = [False] * n_tests, {}
     ready, setup, done, error = False, None, False, None
     for line in events.decode("utf-8", "replace").splitlines():
         marker, _, text = line.partition(" ")
@@ -411,12 +499,18 @@ def judge(events: bytes, token: str, n_tests: int, keeper_code: int, overflow: b
             index, _, outcome = rest.partition(" ")
             if index.isdigit() and int(index) < n_tests:
                 passed[int(index)] = outcome == "pass"
-                if outcome != "pass" and error is None:
+                if outcome.startswith("fail ") and error is None:
                     error = outcome.removeprefix("fail ")
+        elif kind == "value":
+            index, _, rest = rest.partition(" ")
+            number, _, data = rest.partition(" ")
+            if index.isdigit() and int(index) < n_tests and number.isdigit():
+                with contextlib.suppress(ValueError, RecursionError):  # the program's bytes
+                    values.setdefault(index, {}).setdefault(number, json.loads(data))
         elif kind == "done":
             done = True
     if overflow:  # first: a flood drowns the other events
-        return {"status": "flooded", "passed": passed, "error": None}
+        return {"status": "flooded", "passed": passed, "error": None, "values": {}}
     if not ready and keeper_code != 2:
         raise RuntimeError(f"the sandbox could not start a program (keeper exit {keeper_code})")
     if keeper_code == 2:
@@ -427,7 +521,7 @@ def judge(events: bytes, token: str, n_tests: int, keeper_code: int, overflow: b
         status = "finished"
     else:  # ended without running every test: exited early, crashed, was killed
         status = "crashed"
-    return {"status": status, "passed": passed, "error": error}
+    return {"status": status, "passed": passed, "error": error, "values": values}
 
 
 def run_job(job: dict, settings: dict) -> dict:
