@@ -123,9 +123,9 @@ def test_attacks_are_contained_and_fail(box, name, body, status):
     "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True:\n    pass\n",
 ])
 def test_running_out_of_cpu_time_is_a_timeout(body):
-    """The kernel ends a program at its CPU limit (SIGXCPU, or SIGKILL a second later when it
-    ignores that): a timeout, not a crash, even when the CPU limit runs out before the wall
-    clock (rusage alone misjudged the system-time loop once under load in CI)."""
+    """The kernel ends a program at its CPU limit (SIGKILL to the namespace's PID 1, which
+    ignores SIGXCPU): a timeout, not a crash, even when the CPU limit runs out before the
+    wall clock (rusage alone misjudged the system-time loop under load, in CI and here)."""
     settings = SandboxSettings(timeout_s=10.0, cpu_s=1.0, workers=1, uid=UID + 8)
     with Sandbox(settings) as cpu_bound:
         outcome, after_it = cpu_bound.run([attack(body), GOOD])
