@@ -67,7 +67,9 @@ def canary():
 
 
 def host_tmp() -> set[str]:
-    return set(os.listdir("/tmp"))
+    """The host's /tmp, less the unisolated mode's program folders (another xdist worker's
+    test makes them, and removes them: checked there)."""
+    return {name for name in os.listdir("/tmp") if not name.startswith("polychromic-program-")}
 
 
 def attack(body: str) -> Program:
@@ -234,10 +236,13 @@ def test_missing_isolation_is_refused_unless_allowed(monkeypatch):
         Sandbox(SETTINGS, "code.checker")
     allowed = SandboxSettings(timeout_s=1.0, cpu_s=1.0, workers=1, uid=UID + 4,
                               allow_unisolated=True)
+    before = set(os.listdir("/tmp"))
     with Sandbox(allowed, "code.checker") as weak:
         assert weak.mode == "unisolated"
         good, loop = weak.run([GOOD, attack("while True:\n    pass\n")])
     assert good.all_passed and loop.status == "timeout"
+    assert not {n for n in set(os.listdir("/tmp")) - before
+                if n.startswith("polychromic-program-")}  # each program's folder removed
 
 
 def test_this_machine_allows_full_isolation():
