@@ -89,7 +89,9 @@ def test_humaneval_answer_is_the_whole_function_after_its_prompt(humaneval):
     assert code.assistant_prefix(record) == "```python\n"
     assert record["prompt"] in code.user_message(record)
     assert record["references"][0].startswith(record["task"]["header"])
-    assert record["task"]["tests"][0].endswith(f"check({record['task']['entry_point']})")
+    name = record["task"]["entry_point"]
+    assert len(record["task"]["tests"]) == 7  # HumanEval/0's check: 7 asserts, one test each
+    assert all(t.split("\n")[-1].startswith(f"assert {name}(") for t in record["task"]["tests"])
 
 
 MESSY = [
@@ -175,3 +177,20 @@ def test_code_domain_declares_its_metrics():
     assert Code.quality_metrics == ("log_perplexity",)
     assert set(Code.domain_metrics) == {"parses", "tests_passed"}
     assert Code.judge_rubric is None and Code.stop[0] == "```"
+
+
+def test_humaneval_checks_become_one_test_per_assert():
+    """So that each is judged outside the program (probes.py); a check with a loop of
+    asserts stays whole, judged inside, as before."""
+    from polychromic.domains.code import humaneval_tests
+
+    test = ("METADATA = {'author': 'x'}\n\ndef check(candidate):\n    import math\n"
+            "    assert candidate(2) == 4, 'doubles'\n"
+            "    assert math.isclose(candidate(0.5), 1.0)\n")
+    assert humaneval_tests(test, "double") == [
+        "METADATA = {'author': 'x'}\nimport math\nassert double(2) == 4, 'doubles'",
+        "METADATA = {'author': 'x'}\nimport math\nassert math.isclose(double(0.5), 1.0)"]
+    looped = "def check(candidate):\n    for x in range(3):\n        assert candidate(x) == 2 * x\n"
+    assert humaneval_tests(looped, "double") == [f"{looped}\ncheck(double)"]
+    uses = "def check(candidate):\n    f = candidate\n    assert f(1) == 2\n"
+    assert humaneval_tests(uses, "double") == [f"{uses}\ncheck(double)"]

