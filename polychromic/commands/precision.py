@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -35,10 +35,12 @@ from pathlib import Path
 
 import yaml
 
-from polychromic.config import UserError, read_params, run_main
+from polychromic.config import UserError, load_section, read_params, require, run_main
+from polychromic.domains import domain_class
 from polychromic.io import atomic_path, write_json
-from polychromic.runtime import Runtime, machine_description, native_bf16
-from polychromic.settings import listed
+from polychromic.metrics import metric_table
+from polychromic.runtime import machine_description, native_bf16, runtime_config
+from polychromic.settings import EvaluateConfig, PrimaryHypotheses, listed
 from polychromic.stats import t_interval
 from polychromic.tables import fmt, md_table
 
@@ -46,15 +48,19 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def primary_metrics(params: dict, domain: str) -> list[tuple[str, str]]:
-    """(group in evaluate's metrics, name) of the domain's pre-registered primary metrics."""
-    primary = (params.get(domain) or {}).get("primary")
-    if not isinstance(primary, dict):
+    """(group in evaluate's metrics, name) of the domain's pre-registered primary metrics,
+    the groups as evaluate's metric table has them."""
+    if not isinstance((params.get(domain) or {}).get("primary"), dict):
         raise UserError(f"params.yaml: '{domain}.primary' is missing (the metrics to compare)")
-    groups = {"diversity": [primary["diversity"]], "passk": [primary["passk"]]}
-    found = [(group, name) for group, names in groups.items() for name in names]
-    for name in primary.get("quality", []):
-        found.append(("passk" if name.startswith("pass@") else "quality", name))
-    return found
+    primary = load_section(PrimaryHypotheses, params, f"{domain}.primary")
+    cls = domain_class(domain)
+    ks = load_section(EvaluateConfig, params, "evaluate", only=("ks",)).ks
+    table = metric_table(cls.quality_metrics, cls.domain_metrics, ks)
+    names = [primary.diversity, primary.passk, *primary.quality]
+    for name in names:
+        require(name in table, f"{domain}.primary", f"names {name!r}, which domain {domain} "
+                "does not compute")
+    return [(table[name][0], name) for name in names]
 
 
 def run_stage(stage: str, args: list[str], cwd: Path, log: Path) -> float:
@@ -105,7 +111,7 @@ def run_arm(arm: Path, cwd: Path, domain: str, method: str, precision: str, seed
         if summary["precision"] != precision or metrics["precision"] != precision:
             raise UserError(f"{arm}: ran in {summary['precision']}/{metrics['precision']}, "
                             f"not {precision}")
-        device = Runtime(**(params.get("runtime") or {})).model_device()
+        device = runtime_config(params).model_device()
         record = {"domain": domain, "method": method, "precision": precision, "seed": seed,
                   "machine": {"device": machine_description(device),
                               "native_bf16": native_bf16(device)},
@@ -138,21 +144,16 @@ def compare_precisions(arms: list[dict]) -> list[dict]:
                 continue
             differences = [b - a for a, b in zip(values["fp32"], values["bf16"], strict=True)]
             low, high = t_interval(differences)
-            spread = max(sd(values["fp32"]), sd(values["bf16"]))
+            spread = max(statistics.stdev(values["fp32"]), statistics.stdev(values["bf16"]))
             mean = sum(differences) / len(differences)
             moves = (low > 0 or high < 0) and abs(mean) > spread
             rows.append({"domain": domain, "method": method, "metric": metric, "seeds": seeds,
                          "values": values,
                          **{f"{p}_mean": sum(values[p]) / len(seeds) for p in PRECISIONS},
-                         **{f"{p}_seed_sd": sd(values[p]) for p in PRECISIONS},
+                         **{f"{p}_seed_sd": statistics.stdev(values[p]) for p in PRECISIONS},
                          "difference": mean, "difference_ci95": [low, high],
                          "verdict": "moves" if moves else "within"})
     return rows
-
-
-def sd(values: list[float]) -> float:
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def markdown(rows: list[dict], machine: dict) -> str:

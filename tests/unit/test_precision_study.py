@@ -60,7 +60,8 @@ def test_arms_from_two_machines_are_refused():
 
 
 def test_primary_metrics_are_the_domains_pre_registered_ones():
-    params = {"replies": {"primary": {"diversity": "semantic", "passk": "pass@10",
+    params = {"evaluate": {"ks": [1, 10]},
+              "replies": {"primary": {"diversity": "semantic", "passk": "pass@10",
                                       "quality": ["rouge_l", "pass@1"], "margin": 0.05}}}
     assert primary_metrics(params, "replies") == [
         ("diversity", "semantic"), ("passk", "pass@10"), ("quality", "rouge_l"),
