@@ -58,6 +58,18 @@ def self_bleu(samples: Sequence[str], order: int = 4) -> float | None:
     return float(np.mean(scores))
 
 
+def distinct_classes(labels: Sequence[str]) -> int:
+    """How many equivalence classes a prompt's samples fall in (NoveltyBench's distinct_k,
+    k = the samples)."""
+    return len(set(labels))
+
+
+def correct_classes(labels: Sequence[str], passed: Sequence[bool]) -> int:
+    """How many classes hold a passing sample: the distinct correct answers, what pass@k can
+    gain from."""
+    return len({label for label, ok in zip(labels, passed, strict=True) if ok})
+
+
 def semantic_diversity(embeddings: np.ndarray) -> float | None:
     """Mean over pairs of 1 - cosine similarity of the samples' embeddings."""
     if len(embeddings) < 2:
@@ -116,7 +128,10 @@ DIVERSITY = {
     "distinct_1": (True, "Distinct-1"),
     "distinct_2": (True, "Distinct-2"),
     "distinct_3": (True, "Distinct-3"),
-    "semantic": (True, "Semantic div."),
+    "semantic": (True, "Semantic div. (reward enc.)"),
+    "semantic_independent": (True, "Semantic div. (indep. enc.)"),
+    "distinct_classes": (True, "Distinct classes"),
+    "correct_classes": (True, "Correct classes"),
 }
 QUALITY = {
     "rouge_1": (True, "ROUGE-1"),

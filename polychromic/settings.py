@@ -167,8 +167,12 @@ class EvaluateConfig:
                           metadata={"help": "k of pass@k (each <= generate.n)"})
     self_bleu_order: int = field(default=4, metadata={"help": "max n-gram order of Self-BLEU"})
     embedding_model: str = field(default="embedded:all-minilm-l6-v2",
-                                 metadata={"help": "semantic diversity's sentence-transformers "
-                                           "model: embedded name or a local path"})
+                                 metadata={"help": "`semantic` diversity's sentence-transformers "
+                                           "model (the polychromic reward's): embedded name or "
+                                           "a local path"})
+    independent_model: str = field(default="embedded:all-mpnet-base-v2", metadata={
+        "help": "`semantic_independent` diversity's model, one that no training objective "
+                "sees: embedded name or a local path"})
     bertscore_model: str = field(default="embedded:all-minilm-l6-v2",
                                  metadata={"help": "BERTScore encoder: embedded name or a "
                                            "local model directory (offline)"})

@@ -66,9 +66,17 @@ def sh(cwd: Path, *cmd: str, timeout: int = 600) -> str:
 
 
 # -- params ------------------------------------------------------------------------------------
+SMALL_ENCODER = "embedded:all-minilm-l6-v2"
+
+
 def default_params() -> dict:
-    """The repository's params.yaml."""
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    """The repository's params.yaml, with the reward's small encoder standing in for
+    evaluation's independent one (all-mpnet-base-v2, five times the weights): the same code
+    path, and tests/integration/test_metrics.py loads the real one."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["evaluate"]["independent_model"] = SMALL_ENCODER
+    params["replies"]["checker"]["embedding_model"] = SMALL_ENCODER
+    return params
 
 
 def params_with(**sections) -> dict:

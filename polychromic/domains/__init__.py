@@ -15,7 +15,8 @@ owns
   few-shot answer, reference perplexity);
 - its generation settings (`sampling`) and stop strings (`stop`);
 - its checker (`checker(val)`): `check(record, sample)` passes or fails a sample (pass@k),
-  `reward(record, sample)` grades it in [0, 1] (the polychromic set objective's R);
+  `reward(record, sample)` grades it in [0, 1] (the polychromic set objective's R),
+  `classes(items)` labels each sample with its equivalence class (distinct answers);
 - which quality metrics mean something for it, its own per-sample metrics, and its judge
   rubric (or none).
 
@@ -97,6 +98,13 @@ class Checker:
     def rewards(self, items: Sequence[tuple[Record, Sequence[str]]]) -> list[list[float]]:
         """For each (record, its samples): each sample's graded quality in [0, 1]."""
         raise NotImplementedError
+
+    def classes(self, items: Sequence[tuple[Record, Sequence[str]]]) -> list[list[str]]:
+        """For each (record, its samples): each sample's equivalence class, a label that two
+        samples share when they give the same answer (NoveltyBench's distinct_k counts the
+        labels). The default: the same text up to case and spacing; a domain's checker says
+        what "the same" means for it (behaviour, final answer, meaning)."""
+        return [[" ".join(s.lower().split()) for s in samples] for _, samples in items]
 
     def check(self, record: Record, sample: str) -> bool:
         return self.verdicts([(record, [sample])])[0][0].passed

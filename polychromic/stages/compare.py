@@ -282,8 +282,9 @@ def compare_domain(scores_dir: Path, systems: list[str], seeds: list[int],
     }
 
 
-HEADLINE = ("semantic", "self_bleu", "distinct_2", "rouge_l", "bertscore_f1", "log_perplexity",
-            "pass@1", "pass@10")
+HEADLINE = ("semantic", "semantic_independent", "distinct_classes", "correct_classes",
+            "self_bleu", "distinct_2", "rouge_l", "bertscore_f1", "log_perplexity", "pass@1",
+            "pass@10")
 
 
 def headline(result: dict, config: CompareConfig) -> dict:

@@ -5,7 +5,11 @@ and tests):
 - diversity within the prompt's n samples: Self-BLEU (nltk `sentence_bleu` of each sample
   against the other n-1, n-grams up to `self_bleu_order`, smoothing method1; lower = more
   diverse), Distinct-1/2/3 (unique n-grams / all n-grams, pooled over the n samples), semantic
-  diversity (mean pairwise 1 - cosine of sentence embeddings);
+  diversity (mean pairwise 1 - cosine of sentence embeddings) under the polychromic reward's
+  encoder (`semantic`) and under one that no objective sees (`semantic_independent`), and
+  the domain checker's equivalence classes: how many distinct answers among the n samples
+  (`distinct_classes`, NoveltyBench's distinct_k) and how many of them pass
+  (`correct_classes`);
 - quality, those of the domain's `quality_metrics`: ROUGE-1/2/L F1 (rouge-score, stemmed) and
   BERTScore F1 (bert-score with a local model directory and `bertscore_layers`; UNRESCALED)
   of the first sample against the best reference, and the perplexity of the reference
@@ -39,7 +43,8 @@ GENERATION_FIELDS = {"id": str, "prompt": str, "references": list, "samples": li
 
 
 
-def score_prompt(row: dict, sample_vectors: np.ndarray, verdicts: list, quality: tuple,
+def score_prompt(row: dict, sample_vectors: np.ndarray, independent_vectors: np.ndarray,
+                 verdicts: list, classes: list[str], quality: tuple,
                  bertscore: float | None, config: EvaluateConfig) -> dict:
     samples, n = row["samples"], len(row["samples"])
     passed = sum(v.passed for v in verdicts)
@@ -49,6 +54,9 @@ def score_prompt(row: dict, sample_vectors: np.ndarray, verdicts: list, quality:
         "self_bleu": metrics.self_bleu(samples, config.self_bleu_order),
         **{f"distinct_{order}": metrics.distinct_n(samples, order) for order in (1, 2, 3)},
         "semantic": metrics.semantic_diversity(sample_vectors),
+        "semantic_independent": metrics.semantic_diversity(independent_vectors),
+        "distinct_classes": metrics.distinct_classes(classes),
+        "correct_classes": metrics.correct_classes(classes, [v.passed for v in verdicts]),
     }
     if {"rouge_1", "rouge_2", "rouge_l"} & set(quality):
         rouge = metrics.rouge(samples[0], row["references"])
@@ -65,22 +73,29 @@ def score_prompt(row: dict, sample_vectors: np.ndarray, verdicts: list, quality:
 
 def evaluate(rows: list[dict], records: dict[str, Record], domain: Domain, checker: Checker,
              config: EvaluateConfig, embed, bertscore_dir: str | None,
-             bertscore_device: str = "cpu") -> tuple[dict, list[dict]]:
+             bertscore_device: str = "cpu", embed_independent=None) -> tuple[dict, list[dict]]:
+    """`embed`: the reward's encoder (`semantic`); `embed_independent`: evaluation's own
+    (`semantic_independent`; None: `embed`, for tests)."""
     quality = domain.quality_metrics
     # One embedding call for every sample: per-prompt calls leave the encoder's batches tiny.
-    vectors = embed([s for row in rows for s in row["samples"]])
+    texts = [s for row in rows for s in row["samples"]]
+    vectors = embed(texts)
+    independent = vectors if embed_independent is None else embed_independent(texts)
     bertscores = [None] * len(rows)
     if "bertscore_f1" in quality:
         bertscores = metrics.bertscore_f1([row["samples"][0] for row in rows],
                                           [row["references"] for row in rows],
                                           bertscore_dir, config.bertscore_layers,
                                           device=bertscore_device)
-    verdicts = checker.verdicts([(records[row["id"]], row["samples"]) for row in rows])
+    items = [(records[row["id"]], row["samples"]) for row in rows]
+    verdicts, classes = checker.verdicts(items), checker.classes(items)
     scores, offset = [], 0
-    for row, bertscore, row_verdicts in zip(rows, bertscores, verdicts, strict=True):
+    for row, bertscore, row_verdicts, row_classes in zip(rows, bertscores, verdicts, classes,
+                                                         strict=True):
         n = len(row["samples"])
-        scores.append(score_prompt(row, vectors[offset:offset + n], row_verdicts, quality,
-                                   bertscore, config))
+        scores.append(score_prompt(row, vectors[offset:offset + n],
+                                   independent[offset:offset + n], row_verdicts, row_classes,
+                                   quality, bertscore, config))
         offset += n
 
     summary = {"n_prompts": len(scores), "n_samples": scores[0]["n"], "undefined": {}}
@@ -154,11 +169,13 @@ def main(argv: list[str] | None = None) -> None:
 
     device = runtime_config(params).metrics_device()
     embed = shared_embedder(config.embedding_model, "evaluate.embedding_model", device)
+    embed_independent = shared_embedder(config.independent_model,
+                                        "evaluate.independent_model", device)
     bertscore_dir = (model_directory(config.bertscore_model, "evaluate.bertscore_model")
                      if "bertscore_f1" in domain.quality_metrics else None)
     with domain.checker(val) as checker:
         summary, scores = evaluate(rows, records, domain, checker, config, embed,
-                                   bertscore_dir, device)
+                                   bertscore_dir, device, embed_independent)
     summary = {"domain": args.domain, "system": args.system, "seed": args.seed,
                "precision": precision, **summary}
     scores = [{**row, "precision": precision} for row in scores]

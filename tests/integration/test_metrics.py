@@ -58,3 +58,23 @@ def test_embedder_equals_sentence_transformers():
     np.testing.assert_allclose(fast(texts), reference, atol=2e-5)
     assert np.allclose(np.linalg.norm(fast(texts[:3]), axis=1), 1.0)
 
+
+
+def test_the_independent_encoder_is_the_pinned_all_mpnet_base_v2():
+    """The five wheels join to upstream all-mpnet-base-v2 (revision e8c3b32e: its
+    model.safetensors' SHA-256 on the hub), and it embeds as sentence-transformers does:
+    a paraphrase is closer than an unrelated sentence."""
+    import hashlib
+    from pathlib import Path
+
+    from polychromic.embedding import Embedder, model_directory
+
+    directory = Path(model_directory("embedded:all-mpnet-base-v2", "test"))
+    digest = hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+    assert digest == "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+    encoder = Embedder("embedded:all-mpnet-base-v2", "test")
+    assert encoder.model is not None and encoder.model.config.model_type == "mpnet"
+    a, paraphrase, unrelated = encoder(["I love playing the guitar.",
+                                        "Playing guitar is something I really enjoy.",
+                                        "The stock market fell today."])
+    assert a @ paraphrase > 0.7 > 0.2 > a @ unrelated

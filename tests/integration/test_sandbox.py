@@ -389,3 +389,38 @@ def test_the_tricks_score_nothing_in_evaluation_and_as_a_training_reward():
         checker.close()
     assert [v.passed for v in verdicts] == [False] * len(TRICKS) + [True]
     assert rewards == [0.0] * len(TRICKS) + [1.0]
+
+
+def test_behaviour_classes_tell_programs_apart_by_what_they_compute():
+    """CodeChecker.classes: programs that agree on every test's inputs and on the extra
+    inputs are one class, whatever their text; agreeing on the tests but not on the extra
+    inputs makes two; programs that never run are one class."""
+    from polychromic.domains.code import CodeChecker
+
+    tests = ["assert add(2, 3) == 5", "assert add(-1, 1) == 0"]
+    record = {"id": "t", "prompt": "add two numbers", "references": [GOOD.code],
+              "task": {"style": "describe", "header": "", "entry_point": "add",
+                       "tests": tests, "shown_tests": tests[:1]}}
+    programs = [
+        "def add(a, b):\n    return a + b\n",
+        "def add(x, y):\n    total = x\n    total += y\n    return total\n",  # same behaviour
+        # right on both tests (2+3, -1+1), wrong on the extra inputs (3, 4) and (4, 6)
+        "def add(a, b):\n    return {(2, 3): 5, (-1, 1): 0}.get((a, b), 0)\n",
+        "def add(a, b) return a + b\n",  # a syntax error
+        "def plus(a, b):\n    return a + b\n",  # no `add`: never reaches a value
+        "def add(a, b):\n    return a - b\n",  # wrong everywhere
+    ]
+    settings = SandboxSettings(timeout_s=3.0, cpu_s=3.0, workers=1, uid=UID + 27)
+    checker = CodeChecker(settings, visible_tests=1, key="code.checker")
+    try:
+        labels, = checker.classes([(record, [f"{code}```" for code in programs])])
+        verdicts, = checker.verdicts([(record, [f"{code}```" for code in programs])])
+    finally:
+        checker.close()
+    assert [v.passed for v in verdicts] == [True, True, True, False, False, False]
+    assert labels[0] == labels[1]
+    assert len({labels[0], labels[2], labels[3], labels[5]}) == 4
+    assert labels[3] == "error"
+    from polychromic import metrics
+    assert metrics.distinct_classes(labels) == 5
+    assert metrics.correct_classes(labels, [v.passed for v in verdicts]) == 2

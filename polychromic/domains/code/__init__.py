@@ -37,6 +37,7 @@ from pathlib import Path
 
 from polychromic.config import UserError, require
 from polychromic.domains import Checker, Domain, Record, Verdict
+from polychromic.domains.code import probes
 from polychromic.domains.code.extract import extract_code, parses
 from polychromic.domains.code.sandbox import Program, Sandbox, SandboxSettings
 from polychromic.userdata import Field, read_rows, user_file
@@ -255,11 +256,15 @@ class CodeChecker(Checker):
         self.sandbox = Sandbox(settings, key)
         self.visible_tests = visible_tests
 
-    def programs(self, items, visible: bool) -> list[Program]:
+    def programs(self, items, visible: bool, behaviour: bool = False) -> list[Program]:
+        """One program per sample with its tests: the visible ones (the training reward) or
+        all; `behaviour`: all, and more inputs for telling programs apart (`classes`)."""
         programs = []
         for record, samples in items:
             task = record["task"]
             tests = task["tests"][:self.visible_tests] if visible else task["tests"]
+            if behaviour:
+                tests = [*tests, *probes.variants(tests, task["entry_point"])]
             for sample in samples:
                 code = extract_code(FENCE + sample, task["entry_point"])
                 # the header's stub of the function, if any, is redefined by the program
@@ -267,12 +272,13 @@ class CodeChecker(Checker):
                 programs.append(Program(header + code, tuple(tests), task["entry_point"]))
         return programs
 
-    def run(self, items, visible: bool):
+    def run(self, items, visible: bool, behaviour: bool = False):
         from tqdm import tqdm
 
-        programs = self.programs(items, visible)
+        programs = self.programs(items, visible, behaviour)
         # a bar where a person waits (evaluate); none for the trainer's few rewards a step
-        with tqdm(total=len(programs), desc="execute", unit="program", disable=visible) as bar:
+        with tqdm(total=len(programs), desc="behaviour" if behaviour else "execute",
+                  unit="program", disable=visible) as bar:
             outcomes = iter(zip(programs, self.sandbox.run(programs, bar.update), strict=True))
             return [[next(outcomes) for _ in samples] for _, samples in items]
 
@@ -284,6 +290,13 @@ class CodeChecker(Checker):
     def rewards(self, items):
         return [[outcome.fraction_passed for _, outcome in row]
                 for row in self.run(items, visible=True)]
+
+    def classes(self, items):
+        """Behaviour classes: programs that compute the same values on every test's inputs
+        and on extra inputs (`probes.variants`), and end the same way, are one class."""
+        return [[probes.behaviour_label(outcome.status, outcome.values)
+                 for _, outcome in row] for row in self.run(items, visible=False,
+                                                            behaviour=True)]
 
     def describe(self):
         return {"sandbox": self.sandbox.mode}

@@ -1,4 +1,4 @@
-"""Tests judged outside the program's reach (issue 24; not yet wired into the sandbox).
+"""Tests judged outside the program's reach, and a program's behaviour read as data.
 
 A program and its tests share one interpreter, so a program can decide its own verdict: an
 object whose `__eq__` always answers True, a replaced `exec`, an edited test list. Here a
@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import ast
 import builtins
+import hashlib
 import importlib
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,3 +169,82 @@ def judge(test_plan: Plan, values: list[Any]) -> bool:
         return bool(eval(compile(verdict, "verdict.py", "eval"), namespace))  # noqa: S307
     except Exception:  # noqa: BLE001 - a test that raises has not passed
         return False
+
+
+# -- behaviour: what a program computes, for its equivalence class ------------------------
+def canonical(value: Any) -> str:
+    """A decoded value as text that equal values share: sets and dicts in sorted order, and
+    numbers by value (1, 1.0 and True compare equal in a test's assert, so they do here)."""
+    if isinstance(value, bool | int) or (isinstance(value, float) and value.is_integer()
+                                         and abs(value) < 2**53):
+        return str(int(value))
+    if isinstance(value, float | complex | bytes | type(None)):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(canonical(v) for v in value) + "]"
+    if isinstance(value, set | frozenset):
+        return "{" + ",".join(sorted(canonical(v) for v in value)) + "}"
+    if isinstance(value, dict):
+        return "{" + ",".join(sorted(f"{canonical(k)}:{canonical(v)}"
+                                     for k, v in value.items())) + "}"
+    raise TypeError(f"not a decoded value: {type(value).__name__}")
+
+
+def shifted(value: Any, which: int) -> Any:
+    """Another input of the same type: `which` 0 or 1 picks one of two simple changes."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1 if which == 0 else (value * 2 if value else 3)
+    if isinstance(value, float):
+        return value + 0.5 if which == 0 else value * 2 or 1.5
+    if isinstance(value, str):  # a palindrome reversed is itself: then the other change
+        return value[::-1] if which == 0 and value != value[::-1] else value + (value[:1] or "a")
+    if isinstance(value, list | tuple):
+        if which == 0 and list(value) != list(value)[::-1]:
+            return type(value)(value[::-1])
+        return type(value)(value[:-1] if len(value) > 1 else value * 2)
+    return value
+
+
+def variants(tests: Sequence[str], entry_point: str | None, per_call: int = 2) -> list[str]:
+    """Extra inputs for telling programs apart: each call `entry_point(literal, ...)` that a
+    test probes, with its arguments changed (`shifted`), as probe-only tests (`assert call is
+    not ...`: only the call's value is read). Calls that the tests already make, and repeats,
+    are left out."""
+    if not entry_point:
+        return []
+    seen: set[str] = set()
+    calls: list[ast.Call] = []
+    for test in tests:
+        test_plan = plan(test, entry_point)
+        for probe in test_plan.probes if test_plan else ():
+            node = ast.parse(probe, mode="eval").body
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id == entry_point and not node.keywords):
+                seen.add(ast.unparse(node))
+                calls.append(node)
+    out = []
+    for call in calls:
+        try:
+            args = [ast.literal_eval(a) for a in call.args]
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue  # not literals: left alone
+        for which in range(per_call):
+            text = f"{entry_point}({', '.join(repr(shifted(a, which)) for a in args)})"
+            if text not in seen:
+                seen.add(text)
+                out.append(f"assert {text} is not ...")
+    return out
+
+
+def behaviour_label(status: str, values: Sequence[str | None]) -> str:
+    """A program's equivalence class: how it ended and what each test's probes computed
+    (None: a probe raised or sent nothing). Programs that never reached their tests (a
+    syntax error, no function) are one class."""
+    if status == "error":
+        return "error"
+    text = repr((status, tuple(values)))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]

@@ -74,6 +74,9 @@ class Outcome:
     passed: tuple[bool, ...]
     error: str | None
     seconds: float
+    values: tuple[str | None, ...] = ()
+    """Per probed test, what its probes computed (`probes.canonical`, joined); None where a
+    probe raised or sent nothing, and for a test judged in the sandbox."""
 
     @property
     def all_passed(self) -> bool:
@@ -89,6 +92,7 @@ class Outcome:
 def judged(answer: dict, plans: list[probes.Plan | None]) -> Outcome:
     """The worker's answer with each probed test's verdict taken here, on its values."""
     passed, error = list(answer["passed"]), answer["error"]
+    computed: list[str | None] = [None] * len(plans)
     for index, test_plan in enumerate(plans):
         if test_plan is None:
             continue  # judged in the sandbox
@@ -98,10 +102,12 @@ def judged(answer: dict, plans: list[probes.Plan | None]) -> Outcome:
             values = [probes.decode(sent[str(j)]) for j in range(len(test_plan.probes))]
         except (KeyError, ValueError):
             continue  # a probe raised, or sent nothing readable: not passed
+        computed[index] = "|".join(probes.canonical(v) for v in values)
         passed[index] = probes.judge(test_plan, values)
         if not passed[index] and error is None:
             error = "AssertionError: "
-    return Outcome(answer["status"], tuple(passed), error, answer["seconds"])
+    return Outcome(answer["status"], tuple(passed), error, answer["seconds"],
+                   tuple(computed))
 
 
 def clean_environment() -> dict[str, str]:

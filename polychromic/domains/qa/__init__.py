@@ -272,6 +272,18 @@ def user_score(answer: str, task: dict) -> float:
     return float(words(answer) == words(task["answer"]))
 
 
+def answer_class(answer: str | None) -> str:
+    """A final answer's equivalence class: a number by its value (7, 7.0 and 7.00 are one),
+    other text up to case, spacing and closing punctuation; all samples without an answer are
+    one class."""
+    if answer is None:
+        return "(no answer)"
+    value = parse_number(answer)
+    if value is not None:
+        return repr(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+    return normalised(answer).rstrip(".!?")
+
+
 def numeric(record: Record) -> bool:
     return is_number(record["task"]["answer"])
 
@@ -303,6 +315,10 @@ class QaChecker(Checker):
                                                   "score": score}))
             results.append(row)
         return results
+
+    def classes(self, items):
+        return [[answer_class(extract_answer(self.prefix + s, numeric(record))) for s in samples]
+                for record, samples in items]
 
     def rewards(self, items):
         return [[self.score(record, extract_answer(self.prefix + s, numeric(record)))

@@ -18,7 +18,10 @@ Checker `semantic` (default): a sample passes if it is well-formed (`well_formed
 cosine similarity to the closest human reply is at least a threshold, calibrated on val,
 never on test: the `null_quantile` quantile of the similarity between human replies to
 *different* prompts. Checker `heuristic`: well-formed alone (it saturates). The graded
-reward is the cosine similarity to the closest reference, clipped to [0, 1].
+reward is the cosine similarity to the closest reference, clipped to [0, 1]. The similarity
+is all-mpnet-base-v2's, not the polychromic reward's all-MiniLM-L6-v2: a diversity reward
+cannot buy passes. Equivalence classes (distinct_k): samples more similar than the
+`class_quantile` quantile of the same null distribution are one reply.
 """
 
 from __future__ import annotations
@@ -95,14 +98,20 @@ class RepliesChecker:
     null_quantile: float = field(
         default=0.95, metadata={"help": "semantic: quantile of unrelated-reply similarity "
                                 "(on val) used as the pass threshold"})
+    class_quantile: float = field(
+        default=0.99, metadata={"help": "two samples are one reply (one class of distinct_k) "
+                                "when more similar than this quantile of unrelated-reply "
+                                "similarity (on val)"})
     calibration_pairs: int = field(default=5000, metadata={"help": "unrelated val pairs drawn"})
     seed: int = field(default=42, metadata={"help": "seed of the calibration pairs"})
-    embedding_model: str = field(default="embedded:all-minilm-l6-v2", metadata={
-        "help": "sentence-transformers model of the similarity: embedded name or local path"})
+    embedding_model: str = field(default="embedded:all-mpnet-base-v2", metadata={
+        "help": "sentence-transformers model of the similarity: embedded name or local path "
+                "(not the polychromic reward's, so that its diversity cannot buy passes)"})
 
     def check(self, key: str) -> None:
         require(self.kind in CHECKERS, f"{key}.kind", f"must be one of {CHECKERS}")
-        require(0 < self.null_quantile < 1, f"{key}.null_quantile", "must be in (0, 1)")
+        for name in ("null_quantile", "class_quantile"):
+            require(0 < getattr(self, name) < 1, f"{key}.{name}", "must be in (0, 1)")
         require(self.calibration_pairs > 0, f"{key}.calibration_pairs", "must be > 0")
 
 
@@ -257,12 +266,15 @@ class ReplyChecker(Checker):
     def __init__(self, config: RepliesChecker, val: list[Record], key: str):
         self.config, self.val = config, val
         self.embed = shared_embedder(config.embedding_model, f"{key}.embedding_model")
+        null = self.unrelated_similarity()
         self.threshold: float | None = None
         if config.kind == "semantic":
-            self.threshold = self.calibrate()
+            self.threshold = float(np.quantile(null, config.null_quantile))
+        self.class_threshold = float(np.quantile(null, config.class_quantile))
 
-    def calibrate(self) -> float:
-        """The null_quantile of cosine similarity between human replies to different prompts."""
+    def unrelated_similarity(self) -> np.ndarray:
+        """Cosine similarities of `calibration_pairs` pairs of human replies (on val) to
+        different prompts: the null distribution that both thresholds are quantiles of."""
         rng = np.random.default_rng(self.config.seed)
         replies = [(r["id"], reply) for r in self.val for reply in r["references"]]
         vectors = self.embed([reply for _, reply in replies])
@@ -272,8 +284,7 @@ class ReplyChecker(Checker):
         if unrelated.sum() < 10:
             raise UserError("val split too small to calibrate the replies checker (need "
                             "replies to several prompts)")
-        similarity = np.sum(vectors[i] * vectors[j], axis=1)[unrelated]
-        return float(np.quantile(similarity, self.config.null_quantile))
+        return np.sum(vectors[i] * vectors[j], axis=1)[unrelated]
 
     def closest_similarity(self, items) -> list[np.ndarray]:
         """Per item: each sample's cosine similarity to its closest reference (one batch)."""
@@ -303,8 +314,29 @@ class ReplyChecker(Checker):
     def rewards(self, items):
         return [np.clip(closest, 0.0, 1.0).tolist() for closest in self.closest_similarity(items)]
 
+    def classes(self, items):
+        """Greedy, in sample order (as NoveltyBench partitions): a sample joins the first class
+        whose first member it is at least `class_threshold` similar to, else starts one."""
+        vectors = self.embed([s for _, samples in items for s in samples])
+        out, offset = [], 0
+        for _, samples in items:
+            firsts: list[int] = []
+            labels = []
+            for i in range(offset, offset + len(samples)):
+                joined = next((c for c, first in enumerate(firsts)
+                               if float(vectors[i] @ vectors[first]) >= self.class_threshold),
+                              None)
+                if joined is None:
+                    firsts.append(i)
+                    joined = len(firsts) - 1
+                labels.append(f"c{joined}")
+            out.append(labels)
+            offset += len(samples)
+        return out
+
     def describe(self):
-        return {"kind": self.config.kind, "threshold": self.threshold}
+        return {"kind": self.config.kind, "threshold": self.threshold,
+                "class_threshold": self.class_threshold}
 
 
 JUDGE = Rubric(
