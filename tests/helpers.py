@@ -92,8 +92,8 @@ def tiny_qa_run_params() -> dict:
     questions, 2 steps, 4 samples."""
     params = default_params()
     params["domains"] = ["qa"]
-    params["qa"]["data"].update(train_per_family=4, val_per_family=2, test_per_family=1)
-    params["qa"]["sampling"].update(test_prompts=3, max_new_tokens=6)
+    params["qa"]["data"].update(train_per_family=4, val_per_family=2, dev_per_family=1)
+    params["qa"]["sampling"].update(prompts=3, max_new_tokens=6)
     params["train"].update(max_steps=2, batch_size=2, eval_every=1, checkpoint_every=2,
                            eval_examples=2, warmup_steps=0, logging_every=1)
     params["train"]["lora"].update(r=2, alpha=4)
@@ -109,9 +109,9 @@ def tiny_pipeline_params(model_dir: Path, domains=("replies", "code")) -> dict:
     params["domains"] = list(domains)
     params["base_model"]["source"] = str(model_dir)
     params["replies"]["data"].update(max_prompts=80)
-    params["replies"]["sampling"].update(test_prompts=3, max_new_tokens=6)
+    params["replies"]["sampling"].update(prompts=3, max_new_tokens=6)
     params["replies"]["checker"].update(calibration_pairs=300)
-    params["code"]["sampling"].update(test_prompts=3, max_new_tokens=12)
+    params["code"]["sampling"].update(prompts=3, max_new_tokens=12)
     params["train"].update(max_steps=2, batch_size=2, eval_every=1, checkpoint_every=2,
                            eval_examples=4, max_length=384, warmup_steps=0, logging_every=1)
     params["train"]["lora"].update(r=2, alpha=4)
@@ -212,7 +212,7 @@ def domain_sampling(**settings):
     0.95), `settings` laid over."""
     from polychromic.domains import Sampling
 
-    return Sampling(**{"test_prompts": 30, "max_new_tokens": 32, "temperature": 0.7,
+    return Sampling(**{"prompts": 30, "max_new_tokens": 32, "temperature": 0.7,
                        "top_k": 50, "top_p": 0.95, **settings})
 
 

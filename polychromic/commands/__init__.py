@@ -7,6 +7,7 @@
     polychromic ablations              Table 2 and Figure 2 over the DVC experiments
     polychromic readme                 the README's results block, from metrics/
     polychromic precision              does bf16 move the answer? (validation prompts)
+    polychromic seal                   check (or write) the sealed confirmation splits
 
 Each is also `python -m polychromic.commands.<command>`. Like stages, commands import
 libraries only, never a stage or another command (tests/unit/test_stage_deps.py).
@@ -23,7 +24,8 @@ COMMANDS = {"doctor": "is this machine ready for `dvc repro`?",
             "signal": "the diversity gradient's signal and noise next to the cross-entropy's",
             "ablations": "Table 2 and Figure 2 over the DVC experiments",
             "readme": "rewrite the README's results block from metrics/",
-            "precision": "fp32 vs bf16 on validation prompts, several seeds (docs/precision.md)"}
+            "precision": "fp32 vs bf16 on validation prompts, several seeds (docs/precision.md)",
+            "seal": "check (or write once) each domain's sealed confirmation split"}
 
 
 def cli(argv: list[str] | None = None) -> None:

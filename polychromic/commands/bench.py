@@ -275,12 +275,12 @@ def time_grpo(load, tokenizer, config, trainer, records, domain, steps):
 
 def time_sampling(model, tokenizer, domain, records, n: int, batch_prompts: int,
                   limits: dict | None = None) -> dict:
-    """The generate stage's sampling: the domain's test-prompt count (from `records`) x n
+    """The generate stage's sampling: the domain's dev-prompt count (from `records`) x n
     samples, `batch_prompts` prompts per batch, after one warm-up batch; with the machine's
     `limits`, also the roofline of the same batches (machine.sampling_bound_seconds)."""
     settings = domain.sampling
     texts = [prompt_text(tokenizer, domain.messages(r), domain.assistant_prefix(r))
-             for r in records[:settings.test_prompts]]
+             for r in records[:settings.prompts]]
     tokenizer.padding_side = "left"
     generator = torch.Generator().manual_seed(0)
 
@@ -367,7 +367,7 @@ def time_metrics(params: dict, domain_name: str, data: str, generations: str) ->
             lambda: metrics.bertscore_f1([row["samples"][0] for row in rows],
                                          [row["references"] for row in rows], directory,
                                          settings.bertscore_layers))
-    records = {r["id"]: r for r in read_jsonl(Path(data, "test.jsonl"), RECORD_FIELDS)}
+    records = {r["id"]: r for r in read_jsonl(Path(data, "dev.jsonl"), RECORD_FIELDS)}
     with domain.checker(read_jsonl(Path(data, "val.jsonl"), RECORD_FIELDS)) as checker:
         seconds["checker verdicts"] = timed(lambda: checker.verdicts(
             [(records[row["id"]], row["samples"]) for row in rows]))
@@ -392,7 +392,7 @@ def time_decode_steps(params: dict, base: str, domain_name: str, data: str, prom
     if few_shot:  # generate's draw for seed 42
         examples = few_shot_examples(read_jsonl(Path(data, "fewshot.jsonl"), RECORD_FIELDS),
                                      shots, 42)
-    records = read_jsonl(Path(data, "test.jsonl"), RECORD_FIELDS)[:prompts]
+    records = read_jsonl(Path(data, "dev.jsonl"), RECORD_FIELDS)[:prompts]
     tokenizer = load_tokenizer(base)
     tokenizer.padding_side = "left"
     runtime = runtime_config(params)

@@ -124,7 +124,7 @@ def check_data(params: dict) -> list[Finding]:
     findings = []
     for name in listed(params, "domains"):
         processed = Path("data/processed") / name
-        if all((processed / f"{split}.jsonl").is_file() for split in ("train", "val", "test")):
+        if all((processed / f"{split}.jsonl").is_file() for split in ("train", "val", "dev")):
             findings.append(Finding(f"data {name}", True, f"{processed} (prepared)"))
             continue
         try:
@@ -134,7 +134,7 @@ def check_data(params: dict) -> list[Finding]:
                                     "pip install -r requirements.txt, or fix the params key"))
             continue
         sizes = ", ".join(f"{split} {len(records)}" for split, records in splits.items()
-                          if split != "fewshot")
+                          if split not in ("fewshot", "confirmation"))
         findings.append(Finding(f"data {name}", True, f"source readable ({sizes}); "
                                 f"`dvc repro -s prepare@{name}` or `dvc pull` prepares it"))
     return findings

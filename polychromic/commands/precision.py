@@ -10,7 +10,7 @@ with params.yaml as it is but `runtime.precision`, in its own folder under --wor
 
 An arm with its arm.json is done and is not run again, so the study resumes where it was
 stopped. arm.json holds the val loss, the domain's primary metrics (`<domain>.primary`) on
-the first `<domain>.sampling.test_prompts` val prompts, the seconds of each stage and the
+as many val prompts as dev holds, the seconds of each stage and the
 machine (its name and whether it has native bf16): arms from different machines are refused
 in one table, because their numbers are different draws.
 
@@ -78,11 +78,15 @@ def run_stage(stage: str, args: list[str], cwd: Path, log: Path) -> float:
     return time.perf_counter() - started
 
 
-def params_folder(work: Path, params: dict, precision: str) -> Path:
-    """A folder whose params.yaml is the repository's with `runtime.precision` set."""
+def params_folder(work: Path, params: dict, precision: str, prompts: dict[str, int]) -> Path:
+    """A folder whose params.yaml is the repository's with `runtime.precision` set, and each
+    domain's `sampling.prompts` at `prompts` (as many val prompts as dev has)."""
     folder = work / "params" / precision
     folder.mkdir(parents=True, exist_ok=True)
     changed = {**params, "runtime": {**(params.get("runtime") or {}), "precision": precision}}
+    for domain, count in prompts.items():
+        section = changed[domain]
+        changed[domain] = {**section, "sampling": {**section["sampling"], "prompts": count}}
     (folder / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
     return folder
 
@@ -193,12 +197,14 @@ def main(argv: list[str] | None = None) -> None:
         primary_metrics(params, domain)
     if not (base / "config.json").is_file():
         raise UserError(f"{base}: no base model (run: dvc repro base_model)")
+    prompts = {domain: sum(1 for _ in Path(args.data, domain, "dev.jsonl").open())
+               for domain in args.domains}
     arms = []
     for domain in args.domains:
         data = Path(args.data, domain).resolve()
         for method in methods:
             for precision in PRECISIONS:
-                cwd = params_folder(work, params, precision)
+                cwd = params_folder(work, params, precision, prompts)
                 for seed in args.seeds:
                     arm = work / domain / method / precision / f"seed{seed}"
                     if (arm / "arm.json").is_file():

@@ -7,8 +7,10 @@ read by compare) and `train` (the keys of the `train` section that this domain t
 differently, e.g. fewer steps for fewer examples). Adding a domain is one package plus one
 params section (and its name in `domains`): no stage changes (docs/domains.md). A domain
 owns
-- its data: `load_splits()` gives the prepared records of train, val, test and fewshot (the
-  pool that few-shot examples are drawn from);
+- its data: `load_splits()` gives the prepared records of train, val, dev (the held-out
+  prompts that results are developed on), fewshot (the pool that few-shot examples are drawn
+  from) and confirmation (held-out prompts that no stage writes or reads: the sealed split of
+  docs/protocol.md, evaluated once);
 - how a prompt is put to the model: `messages(record, examples)` (zero-shot: no examples),
   `assistant_prefix(record)`, text that the answer starts with and the model continues, and
   `target(record, reference)`, the continuation a reference output becomes (training target,
@@ -20,7 +22,8 @@ owns
 - which quality metrics mean something for it, its own per-sample metrics, and its judge
   rubric (or none).
 
-A prepared record (data/processed/<domain>/<split>.jsonl) is the same for every domain:
+A prepared record (data/processed/<domain>/<split>.jsonl, one file per split of SPLITS) is
+the same for every domain:
     {"id": str, "prompt": str, "references": [str, ...], "task": {...}}
 `task` carries what the domain's checker needs (tests, an entry point, an engagement score).
 """
@@ -39,7 +42,8 @@ from polychromic.config import UserError, load_section, require
 from polychromic.settings import PrimaryHypotheses
 
 RECORD_FIELDS = {"id": str, "prompt": str, "references": list, "task": dict}
-SPLITS = ("train", "val", "test", "fewshot")
+SPLITS = ("train", "val", "dev", "fewshot")  # what prepare writes
+HELD_OUT = ("dev", "confirmation")  # disjoint from train, val and fewshot
 SECTIONS = ("data", "prompt", "sampling", "checker", "primary", "train")
 PARSED = SECTIONS[:5]  # `train` is read by the train stage, against the train section
 Record = dict[str, Any]
@@ -54,8 +58,8 @@ class NoSettings:
 class Sampling:
     """A domain's generation settings (`<domain>.sampling`): every key is the domain's own
     choice, so none has a default."""
-    test_prompts: int = field(metadata={"help": "test prompts evaluated (the first ones of "
-                                        "test.jsonl)"})
+    prompts: int | None = field(metadata={
+        "help": "prompts sampled from the split answered (its first ones; null: all of it)"})
     max_new_tokens: int = field(metadata={
         "help": "tokens per sample at most (also the polychromic training samples' length "
                 "unless polychromic.max_new_tokens sets one)"})
@@ -65,8 +69,9 @@ class Sampling:
     top_p: float = field(metadata={"help": "nucleus sampling mass"})
 
     def check(self, key: str) -> None:
-        for name in ("test_prompts", "max_new_tokens"):
-            require(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
+        require(self.prompts is None or self.prompts > 0, f"{key}.prompts",
+                "must be > 0 or null (all)")
+        require(self.max_new_tokens > 0, f"{key}.max_new_tokens", "must be > 0")
         require(self.top_k >= 0, f"{key}.top_k", "must be >= 0")
         require(self.temperature > 0, f"{key}.temperature", "must be > 0")
         require(0 < self.top_p <= 1, f"{key}.top_p", "must be in (0, 1]")
@@ -153,6 +158,7 @@ class Domain:
         return self.settings["sampling"]
 
     def load_splits(self) -> dict[str, list[Record]]:
+        """train, val, dev, fewshot and confirmation (empty where the data leave none)."""
         raise NotImplementedError
 
     def messages(self, record: Record, examples: Sequence[Record] = ()) -> list[dict[str, str]]:

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--generations", required=True, help="generations JSONL")
     parser.add_argument("--data", required=True, help="the domain's prepared splits directory "
                         "(the checker's records; val calibrates the replies checker)")
-    parser.add_argument("--split", default="test", choices=("test", "val"),
+    parser.add_argument("--split", default="dev", choices=("dev", "val"),
                         help="the split the generations answer")
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
     parser.add_argument("--scores", required=True, help="per-prompt scores JSONL to write")

@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", required=True, help="base model checkpoint directory")
     parser.add_argument("--adapter", help="LoRA adapter directory (trained methods)")
     parser.add_argument("--data", required=True, help="the domain's prepared splits directory")
-    parser.add_argument("--split", default="test", choices=("test", "val"),
-                        help="prompts to answer (val: for choosing settings; never test)")
+    parser.add_argument("--split", default="dev", choices=("dev", "val"),
+                        help="prompts to answer (val: for choosing settings)")
     parser.add_argument("--seed", type=int, required=True,
                         help="sampling seed (one of params.yaml's seeds; reseeded per batch) and "
                         "few-shot example draw")
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         pool = read_jsonl(Path(args.data, "fewshot.jsonl"), RECORD_FIELDS)
         examples = few_shot_examples(pool, config.few_shot_examples, args.seed)
     records = read_jsonl(Path(args.data, f"{args.split}.jsonl"), RECORD_FIELDS)
-    records = records[:domain.sampling.test_prompts]
+    records = records[:domain.sampling.prompts]
     tokenizer = load_tokenizer(args.base)
     tokenizer.padding_side = "left"  # generation continues from the right edge
     runtime = runtime_config(params)

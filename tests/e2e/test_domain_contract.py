@@ -44,8 +44,8 @@ ECHO = textwrap.dedent('''
             records = [{"id": f"echo-{i}", "prompt": f"Say {w}.",
                         "references": [w] * self.settings["data"].copies, "task": {"word": w}}
                        for i, w in enumerate(WORDS)]
-            return {"train": records[:4], "val": records[4:8], "test": records[8:],
-                    "fewshot": records[:2]}
+            return {"train": records[:4], "val": records[4:8], "dev": records[8:],
+                    "fewshot": records[:2], "confirmation": []}
 
         def messages(self, record, examples=()):
             chat = [{"role": "system", "content": "Repeat the word."}]
@@ -65,7 +65,7 @@ ECHO = textwrap.dedent('''
 def echo_params(model_dir) -> dict:
     params = tiny_pipeline_params(model_dir, ["echo"])
     params["echo"] = {"data": {"copies": 2}, "prompt": {}, "checker": {}, "train": {},
-                      "sampling": {"test_prompts": 3, "max_new_tokens": 5,
+                      "sampling": {"prompts": 3, "max_new_tokens": 5,
                                    "temperature": 1.0, "top_k": 0, "top_p": 1.0},
                       "primary": {"diversity": "distinct_1", "passk": "pass@10",
                                   "quality": ["pass@1"], "margin": 0.05}}
@@ -82,14 +82,14 @@ def test_a_new_domain_runs_through_the_unchanged_pipeline(tmp_path, tiny_model_d
     trace = tmp_path / "params-read.jsonl"
     traced_repro(repo, trace)  # every stage declares each params key it reads
 
-    test = [json.loads(line) for line in (repo / "data/processed/echo/test.jsonl").open()]
+    test = [json.loads(line) for line in (repo / "data/processed/echo/dev.jsonl").open()]
     assert [r["id"] for r in test] == ["echo-8", "echo-9", "echo-10", "echo-11"]
     assert test[0] == {"id": "echo-8", "prompt": "Say candle.",
                        "references": ["candle", "candle"], "task": {"word": "candle"}}
     for system in ("zero_shot", "few_shot", "baseline", "polychromic"):
         rows = [json.loads(line) for line in
                 (repo / f"data/generations/echo/{system}/seed42.jsonl").open()]
-        assert [r["id"] for r in rows] == ["echo-8", "echo-9", "echo-10"]  # test_prompts
+        assert [r["id"] for r in rows] == ["echo-8", "echo-9", "echo-10"]  # sampling.prompts
         assert all(len(r["samples"]) == 10 and len(r["reference_nll"]) == 2 for r in rows)
         result = json.loads((repo / f"metrics/echo/{system}/seed42.json").read_text())
         # the shared metrics and the domain's own, by hand from the samples
@@ -102,6 +102,9 @@ def test_a_new_domain_runs_through_the_unchanged_pipeline(tmp_path, tiny_model_d
         distinct = [metrics.distinct_n(row["samples"], 1) for row in rows]
         assert result["diversity"]["distinct_1"] == pytest.approx(
             metrics.mean_defined(distinct)[0])
+        # the default equivalence classes: the text up to case and spacing
+        classes = [len({" ".join(s.lower().split()) for s in row["samples"]}) for row in rows]
+        assert result["diversity"]["distinct_classes"] == pytest.approx(sum(classes) / 3)
         assert set(result["quality"]) == {"rouge_l", "log_perplexity", "perplexity"}
         assert result["quality"]["rouge_l"] == pytest.approx(sum(
             metrics.rouge(row["samples"][0], row["references"])["rouge_l"] for row in rows) / 3)

@@ -94,6 +94,7 @@ def test_dvc_repro_replies_push_pull_and_a_new_seed(tmp_path, tiny_model_dir, s3
         replies["quality"])
     assert set(replies["domain"]) == {"well_formed"}
     assert replies["checker"]["kind"] == "semantic" and replies["checker"]["threshold"] > 0
+    assert replies["checker"]["class_threshold"] > replies["checker"]["threshold"]
     shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json"))
     assert shown, "dvc metrics show found nothing"
     check_mlflow_runs(repo, head)
@@ -129,7 +130,8 @@ def test_dvc_repro_code_and_an_experiment_pushed_and_pulled(tmp_path, tiny_model
         "the domain has no judge rubric")
     comparison = json.loads((repo / "metrics/code/comparison.json").read_text())
     assert [(h["metric"], h["test"]) for h in comparison["primary"]["family"]] == [
-        ("semantic", "superiority"), ("pass@10", "superiority"), ("pass@1", "non-inferiority")]
+        ("distinct_classes", "superiority"), ("pass@10", "superiority"),
+        ("pass@1", "non-inferiority")]
     assert len(comparison["verdict"]["minimum"]["criteria"]) == 4
     check_mlflow_runs(repo, head)
 
@@ -201,8 +203,11 @@ def check_system_metrics(repo, domain, systems):
         assert set(result["passk"]) == {"pass@1", "pass@3", "pass@5", "pass@10"}
         ordered = [result["passk"][f"pass@{k}"] for k in (1, 3, 5, 10)]
         assert ordered == sorted(ordered) and all(0 <= p <= 1 for p in ordered)
-        assert {"self_bleu", "distinct_1", "distinct_2", "distinct_3", "semantic"} <= set(
+        assert {"self_bleu", "distinct_1", "distinct_2", "distinct_3", "semantic",
+                "semantic_independent", "distinct_classes", "correct_classes"} <= set(
             result["diversity"])
+        diversity = result["diversity"]
+        assert 0 <= diversity["correct_classes"] <= diversity["distinct_classes"] <= 10
         for name in ("rouge_1", "rouge_2", "rouge_l", "bertscore_f1"):
             assert name not in result["quality"] or 0 <= result["quality"][name] <= 1, name
         assert result["quality"]["log_perplexity"] > 0

@@ -74,7 +74,7 @@ def test_evaluate_names_the_bad_generation_line(tmp_path):
     write_lines(tmp_path / "gen.jsonl", [json.dumps(row), json.dumps({**row, "samples": []})])
     record = {"id": "a", "prompt": "hi", "references": ["hey"], "task": {}}
     (tmp_path / "data").mkdir()
-    for split in ("test", "val"):
+    for split in ("dev", "val"):
         write_lines(tmp_path / "data" / f"{split}.jsonl", [json.dumps(record)])
     args = ["--domain", "replies", "--system", "baseline", "--seed", "1",
             "--generations", "gen.jsonl",

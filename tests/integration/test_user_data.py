@@ -77,7 +77,7 @@ def generate_and_evaluate(cwd, domain, model_dir, samples_for):
     run_module(cwd, "prepare", "--domain", domain, "--out", f"data/{domain}")
     run_module(cwd, "generate", "--domain", domain, "--system", "zero_shot", "--seed", "1",
                "--base", str(model_dir), "--data", f"data/{domain}", "--out", "gen.jsonl")
-    test = {r["id"]: r for r in map(json.loads, (cwd / f"data/{domain}/test.jsonl").open())}
+    test = {r["id"]: r for r in map(json.loads, (cwd / f"data/{domain}/dev.jsonl").open())}
     rows = [json.loads(line) for line in (cwd / "gen.jsonl").open()]
     assert len(rows) == 4 and all(len(r["samples"]) == 10 for r in rows)
     for row in rows:
@@ -92,7 +92,7 @@ def generate_and_evaluate(cwd, domain, model_dir, samples_for):
 def small_run_params(domain: str, file: str) -> dict:
     params = default_params()
     params[domain]["data"]["file"] = file
-    params[domain]["sampling"].update(test_prompts=4, max_new_tokens=4)
+    params[domain]["sampling"].update(prompts=4, max_new_tokens=4)
     params["generate"].update(n=10, batch_prompts=4)
     return params
 

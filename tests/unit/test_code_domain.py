@@ -39,11 +39,15 @@ def task_id(record):
 
 def test_mbpp_split_follows_its_own_convention(mbpp):
     sizes = {name: len(records) for name, records in mbpp.items()}
-    # 120 training problems, less 608 (a copy of test problem 67)
-    assert sizes == {"train": 119, "val": 43, "test": 257, "fewshot": 7}
+    # 120 training problems, less 608 (a copy of test problem 67); MBPP's 257 test problems
+    # held out: the first 40 by task id are dev, the other 217 the sealed confirmation split
+    # less 104 and 141 (worded as val's 569 and dev's 71)
+    assert sizes == {"train": 119, "val": 43, "dev": 40, "confirmation": 215, "fewshot": 7}
+    assert not {"mbpp-104", "mbpp-141"} & {r["id"] for r in mbpp["confirmation"]}
     assert all(601 <= task_id(r) for r in mbpp["train"])
     assert all(511 <= task_id(r) <= 600 for r in mbpp["val"])
-    assert all(11 <= task_id(r) <= 510 for r in mbpp["test"])
+    assert all(11 <= task_id(r) <= 510 for r in mbpp["dev"] + mbpp["confirmation"])
+    assert max(map(task_id, mbpp["dev"])) < min(map(task_id, mbpp["confirmation"]))
     assert all(task_id(r) <= 10 for r in mbpp["fewshot"])
     assert "mbpp-608" not in {r["id"] for r in mbpp["train"]}
 
@@ -51,10 +55,11 @@ def test_mbpp_split_follows_its_own_convention(mbpp):
 @pytest.mark.parametrize("test_set", ["mbpp", "humaneval"])
 def test_no_test_problem_is_trained_on_or_shown(mbpp, humaneval, test_set):
     """Neither by id, nor by its text, nor by its reference solution (up to case and
-    spaces) does a test problem appear in train or among the few-shot examples."""
+    spaces) does a held-out problem (dev, confirmation) appear in train or among the
+    few-shot examples."""
     splits = mbpp if test_set == "mbpp" else humaneval
-    test = splits["test"]
-    assert len(test) == (257 if test_set == "mbpp" else 164)
+    test = splits["dev"] + splits["confirmation"]
+    assert len(splits["dev"]) == (40 if test_set == "mbpp" else 164)
     ids = {r["id"] for r in test}
     texts = {normalised(t) for r in test for t in [r["prompt"], *r["references"]]}
     for name in ("train", "fewshot"):
@@ -67,7 +72,7 @@ def test_prompt_shows_visible_tests_and_opens_the_code_block(mbpp, tokenizer_dir
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    record = mbpp["test"][0]
+    record = mbpp["dev"][0]
     one, three = domain(visible_tests=1), domain(visible_tests=3)
     text = prompt_text(tokenizer, one.messages(record), one.assistant_prefix(record))
     asserts = record["task"]["shown_tests"]
@@ -84,7 +89,7 @@ def test_prompt_shows_visible_tests_and_opens_the_code_block(mbpp, tokenizer_dir
 
 
 def test_humaneval_answer_is_the_whole_function_after_its_prompt(humaneval):
-    record = humaneval["test"][0]
+    record = humaneval["dev"][0]
     code = domain("humaneval")
     assert code.assistant_prefix(record) == "```python\n"
     assert record["prompt"] in code.user_message(record)
@@ -127,7 +132,7 @@ def test_canonical_solutions_pass_and_wrong_ones_fail(mbpp, humaneval):
     """Every MBPP reference solution (all splits) and every HumanEval canonical solution
     passes the checker with the prefix it would follow; a wrong one fails. (A generous
     timeout: MBPP 123's reference takes ~6 s on this machine, over the default 3 s.)"""
-    records = [r for split in mbpp.values() for r in split] + humaneval["test"]
+    records = [r for split in mbpp.values() for r in split] + humaneval["dev"]
     code = domain(timeout_s=30.0, cpu_s=30.0)
     with code.checker([]) as checker:
         right = checker.verdicts([(r, [r["references"][0]]) for r in records])

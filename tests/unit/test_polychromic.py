@@ -35,7 +35,7 @@ def test_zero_gradient_configurations_are_the_ones_rejected():
 
 
 def test_training_samples_use_the_domains_settings_unless_set():
-    domain = Sampling(test_prompts=30, max_new_tokens=20, temperature=0.6, top_k=40,
+    domain = Sampling(prompts=30, max_new_tokens=20, temperature=0.6, top_k=40,
                       top_p=0.9)
     assert PolychromicConfig().sampling(domain) == domain
     own = PolychromicConfig(temperature=1.0, top_p=1.0).sampling(domain)

@@ -19,7 +19,7 @@ from polychromic.domains.qa import (
 )
 from tests.helpers import domain_sampling
 
-SMALL = {"train_per_family": 30, "val_per_family": 6, "test_per_family": 5}
+SMALL = {"train_per_family": 30, "val_per_family": 6, "dev_per_family": 5}
 
 
 def qa_domain(answer_first=False, **data) -> Qa:
@@ -65,25 +65,43 @@ def test_numeric_questions_fall_back_to_the_last_number(sample, answer):
 
 
 def test_splits_are_disjoint_interleaved_and_deterministic():
-    domain = qa_domain()
+    domain = qa_domain(confirmation_per_family=4)
     splits = domain.load_splits()
     n = len(DEFAULT_FAMILIES)
-    assert [len(splits[s]) for s in ("train", "val", "test")] == [30 * n, 6 * n, 5 * n]
-    questions = {name: {normalised(r["prompt"]) for r in splits[name]}
-                 for name in ("train", "val", "test")}
+    names = ("train", "val", "dev", "confirmation")
+    assert [len(splits[s]) for s in names] == [30 * n, 6 * n, 5 * n, 4 * n]
+    questions = {name: {normalised(r["prompt"]) for r in splits[name]} for name in names}
     expressions = {name: [r["task"]["entry"]["metadata"]["expression"].replace(" ", "")
                           for r in splits[name] if "expression" in r["task"]["entry"]["metadata"]]
-                   for name in ("train", "val", "test")}
+                   for name in names}
     every = [e for name in expressions for e in expressions[name]]
     assert len(every) == len(set(every)) > 0  # '4 - 1' in two families' words is one question
     assert all(len(questions[s]) == len(splits[s]) for s in questions)  # no repeats inside
-    assert not questions["train"] & questions["val"]
-    assert not questions["train"] & questions["test"]
-    assert not questions["val"] & questions["test"]
-    # the first n test questions are one of each family, in params order
-    assert [r["task"]["family"] for r in splits["test"][:n]] == list(DEFAULT_FAMILIES)
-    assert splits == qa_domain().load_splits()
-    assert splits["test"] != qa_domain(seed=7).load_splits()["test"]
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not questions[a] & questions[b], (a, b)
+    # the first n dev questions are one of each family, in params order
+    assert [r["task"]["family"] for r in splits["dev"][:n]] == list(DEFAULT_FAMILIES)
+    assert splits == qa_domain(confirmation_per_family=4).load_splits()
+    assert splits["dev"] != qa_domain(seed=7).load_splits()["dev"]
+    assert qa_domain().load_splits()["confirmation"] == []
+
+
+def test_confirmation_questions_are_none_of_the_first_generators_pool():
+    """Fresh generators (confirmation_seed), less every question that the split's own
+    generators could deal at any sizes (their whole pool): none was ever looked at."""
+    from polychromic.domains.qa import family_questions
+
+    domain = qa_domain(confirmation_per_family=4)
+    config = domain.settings["data"]
+    pool = set()
+    for family, settings in config.families.items():
+        for entry in family_questions(family, settings, config.seed, 4 * (30 + 6 + 5), family):
+            pool |= question_keys(entry)
+    confirmation = domain.load_splits()["confirmation"]
+    assert all(not question_keys(r["task"]["entry"]) & pool for r in confirmation)
+    assert confirmation != qa_domain(confirmation_per_family=4,
+                                     confirmation_seed=1).load_splits()["confirmation"]
 
 
 def test_the_same_expression_in_two_families_is_one_question():
@@ -97,7 +115,7 @@ def test_the_same_expression_in_two_families_is_one_question():
 def test_reference_answers_score_one_and_wrong_answers_zero():
     """The package's scorer, on records as `prepare` writes them (a JSON round trip)."""
     domain = qa_domain()
-    test = json.loads(json.dumps(domain.load_splits()["test"]))
+    test = json.loads(json.dumps(domain.load_splits()["dev"]))
     checker = domain.checker([])
     items = [(r, [f"Answer: {r['references'][0]}", "Answer: zebra", "no answer"])
              for r in test]
@@ -126,7 +144,7 @@ def test_graded_reward_is_the_package_score():
 
 def test_answer_first_prefix_is_part_of_the_checked_text():
     domain = qa_domain(answer_first=True)
-    record = domain.load_splits()["test"][0]
+    record = domain.load_splits()["dev"][0]
     assert domain.assistant_prefix(record) == "Answer:"
     assert domain.target(record, "12") == " 12"
     checker = domain.checker([])

@@ -162,7 +162,7 @@ def test_qa_user_file_checks_exact_and_numeric(tmp_path, monkeypatch):
             "Two plus two?,4,exact"] + [f"What is {i} squared?,{i * i}," for i in range(10)]
     path.write_text("\n".join(rows))
     splits = user_splits(QaData(file="data/user/qa/q.csv"), "qa.data")
-    records = {r["prompt"]: r for name in ("train", "val", "test") for r in splits[name]}
+    records = {r["prompt"]: r for name in ("train", "val", "dev") for r in splits[name]}
     assert len(records) == 13
     checker = QaChecker("")
 

@@ -70,7 +70,10 @@ class CodeData:
                 "optional solution, entry_point); null: MBPP"})
     seed: int = field(default=42, metadata={"help": "user file: seed of the split"})
     val_fraction: float = field(default=0.1, metadata={"help": "user file: share in val"})
-    test_fraction: float = field(default=0.2, metadata={"help": "user file: share in test"})
+    test_fraction: float = field(default=0.2, metadata={"help": "user file: share held out"})
+    dev_size: int = field(default=40, metadata={
+        "help": "held-out problems in dev (MBPP's test split by task id, or a user file's "
+                "held-out share); the rest are the sealed confirmation split"})
 
     def check(self, key: str) -> None:
         require(self.test_set in TEST_SETS, f"{key}.test_set", f"must be one of {TEST_SETS}")
@@ -80,6 +83,7 @@ class CodeData:
             require(0 < getattr(self, name) < 1, f"{key}.{name}", "must be in (0, 1)")
         require(self.val_fraction + self.test_fraction < 1, f"{key}.val_fraction",
                 "plus test_fraction must leave something to train on")
+        require(self.dev_size >= 1, f"{key}.dev_size", "must be >= 1")
 
 
 @dataclass
@@ -316,15 +320,24 @@ class Code(Domain):
             "\n# Example", "\n# example")
 
     def load_splits(self) -> dict[str, list[Record]]:
-        if self.settings["data"].file is not None:
-            return user_splits(self.settings["data"], f"{self.name}.data")
-        splits: dict[str, list[Record]] = {"train": [], "val": [], "test": [], "fewshot": []}
-        for problem in load_mbpp():
-            splits[mbpp_split(problem["task_id"])].append(mbpp_record(problem))
-        if self.settings["data"].test_set == "humaneval":
-            splits["test"] = load_humaneval()
+        config = self.settings["data"]
+        if config.file is not None:
+            splits = user_splits(config, f"{self.name}.data")
+        else:
+            splits = {"train": [], "val": [], "test": [], "fewshot": []}
+            for problem in load_mbpp():
+                splits[mbpp_split(problem["task_id"])].append(mbpp_record(problem))
+        held_out = splits.pop("test")
+        dev = held_out[:config.dev_size]
+        # MBPP words a few problems alike (71 and 141: "sort a list of elements"): none that
+        # repeats a dev or val problem is a confirmation problem
+        splits |= {"dev": dev, "confirmation": without_test_copies(held_out[config.dev_size:],
+                                                                    dev + splits["val"])}
+        if config.test_set == "humaneval":  # all of it, out of distribution
+            splits["dev"] = load_humaneval()
         for name in ("train", "fewshot"):
-            splits[name] = without_test_copies(splits[name], splits["test"])
+            splits[name] = without_test_copies(splits[name],
+                                               splits["dev"] + splits["confirmation"])
         return splits
 
     def user_message(self, record: Record) -> str:

@@ -12,7 +12,8 @@ line: tweet_id, tweet, reply, optional reply_likes (the engagement) and reply_au
 Split: by prompt, stratified by engagement quartile. Prompts are ranked by mean engagement
 (ties broken by a seeded shuffle) and cut into four equal strata; `max_prompts` are sampled
 and split by the fractions in params within each stratum, so every split holds the strata
-in the same proportions. Few-shot examples are drawn from train.
+in the same proportions. Of the held-out prompts (in a seeded order) the first `dev_size`
+are dev, the rest the sealed confirmation split. Few-shot examples are drawn from train.
 
 Checker `semantic` (default): a sample passes if it is well-formed (`well_formed`) and its
 cosine similarity to the closest human reply is at least a threshold, calibrated on val,
@@ -81,10 +82,14 @@ class RepliesData:
     max_prompt_chars: int = field(default=300, metadata={"help": "drop longer messages"})
     max_reply_chars: int = field(default=200, metadata={"help": "drop longer replies"})
     val_fraction: float = field(default=0.1, metadata={"help": "share of prompts in val"})
-    test_fraction: float = field(default=0.1, metadata={"help": "share of prompts in test"})
+    test_fraction: float = field(default=0.1, metadata={
+        "help": "share of prompts held out: the first dev_size are dev, the rest the sealed "
+                "confirmation split"})
+    dev_size: int = field(default=30, metadata={"help": "held-out prompts in dev"})
 
     def check(self, key: str) -> None:
-        for name in ("max_prompts", "max_references", "max_prompt_chars", "max_reply_chars"):
+        for name in ("max_prompts", "max_references", "max_prompt_chars", "max_reply_chars",
+                     "dev_size"):
             require(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
         for name in ("val_fraction", "test_fraction"):
             require(0 < getattr(self, name) < 1, f"{key}.{name}", "must be in (0, 1)")
@@ -368,7 +373,9 @@ class Replies(Domain):
             path = user_file(config.file, self.name, f"{self.name}.data.file")
             splits = split_records(user_pairs(path), config)
             too_few(splits, path, config, f"{self.name}.data")
-        return {**splits, "fewshot": splits["train"]}
+        held_out = splits.pop("test")
+        return {**splits, "dev": held_out[:config.dev_size],
+                "confirmation": held_out[config.dev_size:], "fewshot": splits["train"]}
 
     def messages(self, record: Record, examples: Sequence[Record] = ()) -> list[dict[str, str]]:
         chat = [{"role": "system", "content": INSTRUCTION}]
