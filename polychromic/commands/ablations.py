@@ -13,6 +13,9 @@ baseline in semantic diversity with its corrected Wilcoxon p.
 Figure 2, the dose-response: each experiment's polychromic system in the domain's primary
 diversity metric against pass@1, with the 95% CIs of comparison.json, and LoRA and the
 prompting systems as reference points (figure2.png, and figure2.csv for `dvc plots`).
+
+A table or figure that already holds more rows than this run finds (a clone without the
+experiments it was drawn from) is not overwritten: the command stops, unless --replace.
 """
 
 from __future__ import annotations
@@ -167,6 +170,18 @@ def figure2_points(rows: list[dict]) -> list[dict]:
     return [p for p in points if p is not None]
 
 
+def rows_held(path: Path) -> int:
+    """How many rows an earlier table2.json or figure2.csv holds (0 if none)."""
+    if not path.is_file():
+        return 0
+    if path.suffix == ".csv":
+        return max(0, len(path.read_text(encoding="utf-8").splitlines()) - 1)  # the header
+    try:
+        return len(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError):
+        return 0
+
+
 def figure2_csv(points: list[dict]) -> str:
     fields = ["label", "system", "lambda", "seeds", "metric", QUALITY, f"{QUALITY}_low",
               f"{QUALITY}_high", "diversity", "diversity_low", "diversity_high"]
@@ -316,6 +331,8 @@ def main(argv: list[str] | None = None) -> None:
                         "(dvc exp show -n 1000)")
     parser.add_argument("--exp-show", type=Path,
                         help="read this saved `dvc exp show --json` output instead of running it")
+    parser.add_argument("--replace", action="store_true",
+                        help="write even over a table or figure that holds more rows")
     args = parser.parse_args(argv)
     domain = args.domain or (read_params().get("domains") or [None])[0]
     if not domain:
@@ -337,6 +354,14 @@ def main(argv: list[str] | None = None) -> None:
     if points:
         outputs[figures / "figure2.csv"] = figure2_csv(points)
         outputs[figures / "figure2.png"] = figure2_png(points, domain)
+    counts = {args.out / "table2.json": len(rows)} | (
+        {figures / "figure2.csv": len(points)} if points else {})
+    for path, count in counts.items():
+        held = rows_held(path)
+        if held > count and not args.replace:
+            raise UserError(f"{path} holds {held} rows, this run finds {count} (experiments "
+                            "in another working copy, or not pulled?): not overwritten; "
+                            "write elsewhere with --out/--figures, or pass --replace")
     for path, content in outputs.items():
         with atomic_path(path) as tmp:
             tmp.write_bytes(content if isinstance(content, bytes) else content.encode())

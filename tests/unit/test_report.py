@@ -277,6 +277,27 @@ def test_ablations_cli_on_a_saved_exp_show(tmp_path, monkeypatch):
     assert not (tmp_path / "out2").exists()
 
 
+def test_ablations_never_replace_a_table_with_fewer_rows(tmp_path, monkeypatch):
+    """A fresh clone without the experiments finds fewer rows: the committed table and
+    figure stay as they are, unless --replace."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--out", "out", "--domain", "replies", "--exp-show", str(FIXTURES / "exp_show.json")]
+    ablations.main(args)
+    rows = json.loads((tmp_path / "out" / "table2.json").read_text())
+    (tmp_path / "out" / "table2.json").write_text(json.dumps(rows + rows))  # more than found
+    figure = tmp_path / "plots/ablations/replies/figure2.csv"
+    figure.parent.mkdir(parents=True)
+    figure.write_text("label\n" + "x\n" * 11)
+    before = {p: p.read_bytes() for p in [*(tmp_path / "out").iterdir(), figure]}
+    with pytest.raises(UserError, match=rf"table2.json holds {2 * len(rows)} rows, this run "
+                                        rf"finds {len(rows)} .*not overwritten"):
+        ablations.main(args)
+    assert {p: p.read_bytes() for p in before} == before
+    ablations.main([*args, "--replace"])
+    assert json.loads((tmp_path / "out" / "table2.json").read_text()) == rows
+    assert figure.read_bytes() == before[figure]  # no points found: the figure is not drawn
+
+
 def test_figure2_points_per_experiment_with_the_reference_systems(tmp_path):
     rows = ablations.exp_rows(exp_show(), "replies")
 
