@@ -3,7 +3,6 @@ every split that anything reads (train, val, fewshot, dev), no committed result 
 names one of its prompts, and no stage can be pointed at it."""
 
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
