@@ -121,7 +121,8 @@ def load_tokenizer(base_dir: str | Path):
 
 
 def load_model(base_dir: str | Path, adapter_dir: str | Path | None = None,
-               runtime: Runtime | None = None, merge_adapter: bool = False):
+               runtime: Runtime | None = None, merge_adapter: bool = False,
+               adapter_scale: float = 1.0):
     """The base model on `runtime`'s device (default: the GPU when there is one), 4-bit
     quantised if it asks, its weights in `runtime.weights_dtype()` (bf16 under bf16), with
     the LoRA adapter at `adapter_dir` applied when given. An adapter kept apart stays in
@@ -131,7 +132,10 @@ def load_model(base_dir: str | Path, adapter_dir: str | Path | None = None,
     function up to float rounding, without the adapter's extra products and Python layers
     on every linear. It folds in the weights' own dtype and stores the sum in bf16 after,
     so that the adapter is rounded once, with the weight. 4-bit weights keep it apart:
-    folding it in would round it away."""
+    folding it in would round it away.
+
+    `adapter_scale` multiplies the adapter's update (WiSE-FT-style interpolation toward the
+    base model: 0 is the base model, 1 the trained adapter)."""
     from transformers import AutoModelForCausalLM
 
     if not Path(base_dir, "config.json").is_file():
@@ -149,6 +153,12 @@ def load_model(base_dir: str | Path, adapter_dir: str | Path | None = None,
         if not Path(adapter_dir, "adapter_config.json").is_file():
             raise UserError(f"{adapter_dir}: no LoRA adapter (run: dvc repro train)")
         model = PeftModel.from_pretrained(model, adapter_dir)
+        if adapter_scale != 1.0:
+            from peft.tuners.lora.layer import LoraLayer
+
+            for module in model.modules():
+                if isinstance(module, LoraLayer):
+                    module.scale_layer(adapter_scale)
         if merge_adapter and quantization is None:
             model = model.merge_and_unload()
     stored = runtime.weights_dtype()

@@ -40,6 +40,7 @@ from polychromic.settings import EvaluateConfig, listed
 
 GENERATION_FIELDS = {"id": str, "prompt": str, "references": list, "samples": list,
                      "reference_nll": list, "reference_tokens": list, "precision": str}
+SAMPLING_POINT = ("temperature", "adapter_scale")  # where a frontier point samples
 
 
 
@@ -117,9 +118,10 @@ def check_generations(path: str, rows: list[dict], records: dict[str, Record],
                       ks: list[int]) -> str:
     """Checks each row; returns the precision the rows were computed in (one for all)."""
     for number, row in enumerate(rows, start=1):
-        if row["precision"] != rows[0]["precision"]:
-            raise UserError(f"{path}:{number}: precision {row['precision']!r} differs from "
-                            f"line 1's {rows[0]['precision']!r} (one run computes in one)")
+        for key in ("precision", *SAMPLING_POINT):
+            if row.get(key) != rows[0].get(key):
+                raise UserError(f"{path}:{number}: {key} {row.get(key)!r} differs from line "
+                                f"1's {rows[0].get(key)!r} (one run, one setting)")
         samples, references = row["samples"], row["references"]
         if not samples or not all(isinstance(s, str) for s in samples):
             raise UserError(f"{path}:{number}: 'samples' must be a non-empty list of strings")
@@ -177,13 +179,15 @@ def main(argv: list[str] | None = None) -> None:
         summary, scores = evaluate(rows, records, domain, checker, config, embed,
                                    bertscore_dir, device, embed_independent)
     summary = {"domain": args.domain, "system": args.system, "seed": args.seed,
-               "precision": precision, **summary}
+               "precision": precision,
+               "sampling": {key: rows[0].get(key) for key in SAMPLING_POINT}, **summary}
     scores = [{**row, "precision": precision} for row in scores]
     trained = args.system in methods
     with tracking.mlflow_run("evaluate", args.domain, args.system, {"evaluate": asdict(config)},
                              seed=args.seed, method=args.system if trained else "",
                              precision=precision):
-        tracking.log_metrics({k: v for k, v in summary.items() if k not in ("checker", "seed")}
+        tracking.log_metrics({k: v for k, v in summary.items()
+                              if k not in ("checker", "seed", "sampling")}
                              | {"checker.pass_rate": summary["checker"]["pass_rate"]})
     write_jsonl(args.scores, scores, rounded=True)
     write_json(args.metrics, summary)

@@ -58,10 +58,12 @@ def batches(prompt_lengths: list[int], new_tokens: int, limit: int, samples: int
 
 def generate_rows(model, tokenizer, domain: Domain, records: list[Record],
                   examples: list[Record], config: GenerateConfig, system: str, seed: int,
-                  precision: str, progress=None) -> list[dict]:
+                  precision: str, progress=None, temperature: float | None = None,
+                  adapter_scale: float = 1.0) -> list[dict]:
     """One row per record: its samples, and each reference's NLL under the system (which
-    computed in `precision`)."""
+    computed in `precision`), at the domain's temperature or `temperature`."""
     sampling, rows = domain.sampling, []
+    temperature = sampling.temperature if temperature is None else temperature
     texts = [prompt_text(tokenizer, domain.messages(r, examples), domain.assistant_prefix(r))
              for r in records]
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
@@ -72,13 +74,14 @@ def generate_rows(model, tokenizer, domain: Domain, records: list[Record],
                    for i in batch]
         samples, scores = sample_and_score(
             model, tokenizer, [texts[i] for i in batch], targets, config.n,
-            temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
+            temperature=temperature, top_k=sampling.top_k, top_p=sampling.top_p,
             max_new_tokens=sampling.max_new_tokens, stop=domain.stop, seed=seed + batch.start)
         for i, record_samples, (nll, tokens) in zip(batch, samples, scores, strict=True):
             record = records[i]
             rows.append({"id": record["id"], "prompt": record["prompt"],
                          "references": record["references"], "system": system, "seed": seed,
-                         "precision": precision,
+                         "precision": precision, "temperature": temperature,
+                         "adapter_scale": adapter_scale,
                          "samples": record_samples, "reference_nll": nll,
                          "reference_tokens": tokens})
         if progress is not None:
@@ -101,6 +104,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="sampling seed (one of params.yaml's seeds; reseeded per batch) and "
                         "few-shot example draw")
     parser.add_argument("--out", required=True, help="generations JSONL to write")
+    parser.add_argument("--temperature", type=float,
+                        help="sample at this temperature, not the domain's (a frontier point)")
+    parser.add_argument("--adapter-scale", type=float, default=1.0,
+                        help="the adapter's update times this (0: the base model; 1: as "
+                        "trained; a frontier point)")
     args = parser.parse_args(argv)
     params = read_params()
     config = load_section(GenerateConfig, params, "generate")
@@ -113,6 +121,11 @@ def main(argv: list[str] | None = None) -> None:
             f"unknown system (prompted systems: {', '.join(PROMPTED)}; a trained method "
             "needs --adapter)"))
     domain = load_domain(args.domain, params)
+    if args.temperature is not None and not args.temperature > 0:
+        raise UserError(f"--temperature {args.temperature}: must be > 0")
+    if not 0 <= args.adapter_scale <= 2 or (args.adapter_scale != 1 and args.adapter is None):
+        raise UserError(f"--adapter-scale {args.adapter_scale}: must be in [0, 2], and needs "
+                        "--adapter")
 
     from tqdm import tqdm
 
@@ -125,11 +138,13 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = load_tokenizer(args.base)
     tokenizer.padding_side = "left"  # generation continues from the right edge
     runtime = runtime_config(params)
-    model = load_model(args.base, args.adapter, runtime, merge_adapter=True).eval()
+    model = load_model(args.base, args.adapter, runtime, merge_adapter=True,
+                       adapter_scale=args.adapter_scale).eval()
     with runtime.autocast(), tqdm(total=len(records), desc=f"generate {args.domain}/"
                                   f"{args.system}", unit="prompt") as progress:
         rows = generate_rows(model, tokenizer, domain, records, examples, config, args.system,
-                             args.seed, runtime.mixed_precision(), progress.update)
+                             args.seed, runtime.mixed_precision(), progress.update,
+                             args.temperature, args.adapter_scale)
     write_jsonl(args.out, rows)
     print(f"{args.domain}/{args.system}: {len(rows)} prompts x {config.n} samples -> {args.out}")
 

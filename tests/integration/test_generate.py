@@ -188,3 +188,26 @@ def test_a_merged_adapter_is_the_adapters_function(tiny_model_dir, tmp_path):
     assert sample(merged, tokenizer, texts, 4, **settings) == \
         sample(applied, tokenizer, texts, 4, **settings)
     assert checkpoint.read_bytes() == base_bytes
+
+
+def test_an_adapter_scale_interpolates_toward_the_base_model(tiny_model_dir, tmp_path):
+    """`adapter_scale` multiplies the LoRA update before it is merged: 0 gives the base
+    model's weights, 0.5 half the update, exactly (WiSE-FT-style frontier points)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]))
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.5)  # trained: B is no longer zero
+    model.save_pretrained(tmp_path / "adapter")
+    weight = "model.layers.0.self_attn.q_proj.weight"
+    weights = {scale: load_model(tiny_model_dir, tmp_path / "adapter", merge_adapter=True,
+                                 adapter_scale=scale).state_dict()[weight]
+               for scale in (0.0, 0.5, 1.0)}
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()[weight]
+    torch.testing.assert_close(weights[0.0], base)
+    assert not torch.allclose(weights[1.0], base)
+    torch.testing.assert_close(weights[0.5], base + 0.5 * (weights[1.0] - base))
