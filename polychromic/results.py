@@ -32,8 +32,10 @@ def verdict_words(comparison: dict) -> str:
 
 
 def primary_table(comparison: dict) -> str:
-    """One row per primary hypothesis: both systems' means, the difference, d_z and the
-    corrected one-sided p, and whether it holds at the minimum bar's level."""
+    """One row per primary hypothesis: both systems' means, the difference, d_z (of the
+    difference, positive where the reference is better), the corrected one-sided p, whether
+    it holds at the minimum bar's level, and a non-inferiority test's power at a true
+    difference of 0."""
     correction, alpha = comparison["correction"], comparison["alpha"]
     rows = []
     for h in comparison["primary"]["family"]:
@@ -41,16 +43,18 @@ def primary_table(comparison: dict) -> str:
                             else "")
         p = h.get(f"p_{correction}")
         holds = "–" if p is None else ("yes" if p < alpha else "no")
+        at_zero = (h.get("power") or {}).get("power_at_zero")
         rows.append([h["metric"], test, fmt(h.get("mean_reference")), fmt(h.get("mean_lora")),
-                     fmt(h.get("mean_difference")), fmt(h.get("cohens_dz"), 2), fmt(p), holds])
+                     fmt(h.get("mean_difference")), fmt(h.get("cohens_dz"), 2), fmt(p), holds,
+                     "–" if at_zero is None else f"{at_zero:.0%}"])
     header = ["Metric", "Hypothesis", comparison["reference"], comparison["lora_system"],
-              "Difference", "d_z", f"p ({correction})", f"Holds at {alpha}"]
-    return md_table(header, rows, "ll" + "r" * 6)
+              "Difference", "d_z", f"p ({correction})", f"Holds at {alpha}", "Power at 0"]
+    return md_table(header, rows, "ll" + "r" * 7)
 
 
 def domain_block(domain: str, comparison: dict) -> str:
     seeds = comparison["seeds"]
-    return (f"**{domain}** ({comparison['n_prompts']} test prompts, {len(seeds)} seed"
+    return (f"**{domain}** ({comparison['n_prompts']} dev prompts, {len(seeds)} seed"
             f"{'s' * (len(seeds) != 1)}): {verdict_words(comparison)}\n\n"
             + primary_table(comparison))
 

@@ -68,6 +68,8 @@ def compare(a: Sequence[float], b: Sequence[float], higher_is_better: bool = Tru
         "mean_difference": float(differences.mean()),
         "bootstrap_ci95": [low, high],
         "cohens_dz": cohens_dz(a, b),
+        "cohens_dz_better": (None if cohens_dz(a, b) is None
+                             else cohens_dz(a, b) * (1 if higher_is_better else -1)),
         "mann_whitney_p": float(stats.mannwhitneyu(a, b, alternative=side).pvalue),
         "wilcoxon_p": float(wilcoxon),
         "alternative": f"a {'>' if higher_is_better else '<'} b",
@@ -144,6 +146,18 @@ def pairs_needed(dz: float | None, alpha: float, power: float = 0.8,
         else:
             low = middle + 1
     return high
+
+
+def sd_bootstrap_ci(differences: Sequence[float], resamples: int = 10_000, level: float = 0.95,
+                    seed: int = 0) -> tuple[float, float] | None:
+    """Percentile bootstrap CI of the SD of the paired differences (pairs resampled)."""
+    d = np.asarray(differences, float)
+    if len(d) < 3:
+        return None
+    rng = np.random.default_rng(seed)
+    sd = d[rng.integers(0, len(d), (resamples, len(d)))].std(axis=1, ddof=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(sd, tail)), float(np.quantile(sd, 1 - tail))
 
 
 def dz_bootstrap_ci(differences: Sequence[float], resamples: int = 10_000, level: float = 0.95,

@@ -161,14 +161,20 @@ def primary_analysis(a: dict[str, list], b: dict[str, list], table: dict,
         # it "proved" non-inferiority while the CI of the mean reached 6 margins below 0).
         p = (stats.signed_rank_p(shifted) if kind == "superiority" else
              stats.mean_above_p(differences, -margin, config.resamples, config.seed))
-        dz = stats.cohens_dz(shifted, np.zeros(len(shifted)))
+        sd = float(differences.std(ddof=1))
         entry.update({"mean_reference": float(x.mean()), "mean_lora": float(y.mean()),
                       "mean_difference": float((x - y).mean()),
                       "better_oriented_difference": float(differences.mean()), "margin": margin,
                       "method": "wilcoxon" if kind == "superiority" else "bootstrap",
-                      "p": p, "cohens_dz": dz,
-                      "cohens_dz_ci95": stats.dz_bootstrap_ci(shifted, config.resamples,
-                                                              seed=config.seed)})
+                      # d_z of the differences themselves, positive = the reference better
+                      "p": p, "cohens_dz": stats.cohens_dz(differences, np.zeros(len(x))),
+                      "cohens_dz_ci95": stats.dz_bootstrap_ci(differences, config.resamples,
+                                                              seed=config.seed),
+                      "sd_difference": sd,
+                      "sd_difference_ci95": stats.sd_bootstrap_ci(
+                          differences, config.resamples, seed=config.seed),
+                      # the margin in SDs of the differences: the effect the test must see
+                      "margin_dz": margin / sd if kind == "non-inferiority" and sd > 0 else None})
     tested = [h for h in family if "p" in h]
     for name, method in CORRECTIONS.items():
         for h, adjusted in zip(tested, method([h["p"] for h in tested]), strict=True):
@@ -177,10 +183,29 @@ def primary_analysis(a: dict[str, list], b: dict[str, list], table: dict,
     for h in tested:
         h["power"] = {"alpha": alpha, "power": config.power,
                       "minimum_detectable_dz": stats.minimum_detectable_dz(
-                          h["n"], alpha, config.power),
-                      "prompts_needed": stats.pairs_needed(h["cohens_dz"], alpha,
-                                                           config.power)}
+                          h["n"], alpha, config.power), **planned_power(h, alpha, config)}
     return family
+
+
+def planned_power(h: dict, alpha: float, config: CompareConfig) -> dict:
+    """The power figures at the pre-registered effect, not the observed one: superiority at
+    d_z = minimum_effect; non-inferiority at a true difference of 0, where the test must see
+    the margin (margin / SD of the differences, the SD's bootstrap CI giving the range).
+    `power_at_zero`: what the non-inferiority test had at the n in hand."""
+    if h["test"] == "superiority":
+        return {"effect_dz": config.minimum_effect,
+                "prompts_needed": stats.pairs_needed(config.minimum_effect, alpha, config.power),
+                "prompts_needed_range": None}
+    margin, sd, sd_ci = h["margin"], h["sd_difference"], h["sd_difference_ci95"]
+    if not margin or not sd:
+        return {"effect_dz": None, "prompts_needed": None, "prompts_needed_range": None,
+                "power_at_zero": None}
+    needed = [stats.pairs_needed(margin / s, alpha, config.power) if s > 0 else 2
+              for s in (sd_ci or (sd, sd))]
+    return {"effect_dz": margin / sd,
+            "prompts_needed": stats.pairs_needed(margin / sd, alpha, config.power),
+            "prompts_needed_range": needed,
+            "power_at_zero": stats.paired_power(margin / sd, h["n"], alpha)}
 
 
 def criterion(name: str, value: float | None, threshold: str, met: bool | None) -> dict:

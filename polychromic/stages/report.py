@@ -116,28 +116,34 @@ def primary_markdown(comparison: dict) -> str:
         ci, power = h.get("cohens_dz_ci95"), h.get("power") or {}
         test = h["test"] + (f" (δ = {h['margin']:.3g})" if h.get("margin") else "")
         dz = fmt(h.get("cohens_dz"), 2) + (f" [{fmt(ci[0], 2)}, {fmt(ci[1], 2)}]" if ci else "")
-        needed = power.get("prompts_needed")
+        needed, span = power.get("prompts_needed"), power.get("prompts_needed_range")
+        needed = DASH if needed is None else str(needed) + (
+            f" [{span[0] or '∞'}, {span[1] or '∞'}]" if span else "")
         rows.append([md_escape(h["metric"]), test, str(h.get("n", DASH)),
                      fmt(h.get("mean_difference")), dz, fmt(h.get("p")),
                      fmt(h.get(f"p_{correction}")),
                      fmt(power.get("minimum_detectable_dz"), 2),
-                     DASH if needed is None else str(needed)])
+                     DASH if power.get("power_at_zero") is None
+                     else f"{power['power_at_zero']:.0%}", needed])
     if not rows:
         return ""
     alpha = next((h["power"]["alpha"] for h in primary["family"] if h.get("power")), None)
     return "\n".join([
         "## Primary analysis (pre-registered)", "",
         md_table(["Metric", "Test", "n", "Difference", "d_z [95% CI]", "p",
-                  f"p ({correction})", "Detectable d_z", "Prompts needed"], rows,
-                 "llrrrrrrr"), "",
+                  f"p ({correction})", "Detectable d_z", "Power at 0", "Prompts needed"],
+                 rows, "llrrrrrrrr"), "",
         f"One-sided tests, {comparison['reference']} vs {comparison.get('lora_system', 'LoRA')}: "
         "superiority by the paired Wilcoxon test; non-inferiority by a bootstrap test that "
         "the mean better-oriented difference is above −δ. d_z is that of the differences "
-        "(+ δ for non-inferiority). "
+        "themselves, positive where the reference is better. "
         f"Detectable d_z: the smallest effect found with power "
         f"{(next((h['power']['power'] for h in primary['family'] if h.get('power')), 0.8)):.0%}"
-        f" at this n; prompts needed: to find the observed d_z with that power ({DASH}: not "
-        f"in the tested direction). Both at level {fmt(alpha, 4)} (α / family size, Holm's "
+        " at this n. Power at 0: a non-inferiority test's power when the true difference is "
+        "0 (a low one means \"not shown\" says nothing about quality). Prompts needed, at "
+        "the pre-registered effect, not the observed one: superiority at d_z = the "
+        "minimum effect; non-inferiority at a true difference of 0 [range over the 95% CI "
+        f"of the differences' SD]. All at level {fmt(alpha, 4)} (α / family size, Holm's "
         "first step), with the paired t-test's power as the Wilcoxon test's.", ""])
 
 

@@ -206,7 +206,20 @@ def test_primary_analysis_by_hand_lower_is_better_and_non_inferiority():
     assert rouge["margin"] == pytest.approx(0.05 * lora.mean())
     assert rouge["p"] == stats.mean_above_p(shifted - rouge["margin"], -rouge["margin"],
                                             10_000, 42)
-    assert rouge["cohens_dz"] == pytest.approx(shifted.mean() / shifted.std(ddof=1))
+    raw = shifted - rouge["margin"]  # the quality row's d_z is the difference's own
+    assert rouge["cohens_dz"] == pytest.approx(raw.mean() / raw.std(ddof=1))
+    assert rouge["margin_dz"] == pytest.approx(rouge["margin"] / raw.std(ddof=1))
+    # at a true difference of 0 the test must see the margin: its power, and the prompts
+    # that would give it 80%, over the CI of the differences' SD
+    power = rouge["power"]
+    assert power["power_at_zero"] == pytest.approx(
+        stats.paired_power(rouge["margin_dz"], n - 1, 0.05 / 3))
+    assert power["prompts_needed"] == stats.pairs_needed(rouge["margin_dz"], 0.05 / 3)
+    low_sd, high_sd = rouge["sd_difference_ci95"]
+    assert low_sd < raw.std(ddof=1) < high_sd
+    assert power["prompts_needed_range"] == [
+        stats.pairs_needed(rouge["margin"] / low_sd, 0.05 / 3),
+        stats.pairs_needed(rouge["margin"] / high_sd, 0.05 / 3)]
     low, high = bleu["cohens_dz_ci95"]
     assert low < bleu["cohens_dz"] < high
     assert [h["p_holm"] for h in family] == pytest.approx(stats.holm([h["p"] for h in family]))
@@ -216,9 +229,12 @@ def test_primary_analysis_by_hand_lower_is_better_and_non_inferiority():
         stats.minimum_detectable_dz(25, 0.05 / 3))
     assert stats.paired_power(bleu["power"]["minimum_detectable_dz"], 25, 0.05 / 3) == \
         pytest.approx(0.8, abs=1e-6)
+    # superiority: the prompts needed for the pre-registered effect (minimum_effect 0.3),
+    # whatever was observed
     needed = bleu["power"]["prompts_needed"]
-    assert stats.paired_power(bleu["cohens_dz"], needed, 0.05 / 3) >= 0.8
-    assert stats.paired_power(bleu["cohens_dz"], needed - 1, 0.05 / 3) < 0.8
+    assert bleu["power"]["effect_dz"] == 0.3 and "power_at_zero" not in bleu["power"]
+    assert stats.paired_power(0.3, needed, 0.05 / 3) >= 0.8
+    assert stats.paired_power(0.3, needed - 1, 0.05 / 3) < 0.8
 
 
 def test_non_inferiority_tests_the_mean_not_the_median():

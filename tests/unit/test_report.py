@@ -87,16 +87,17 @@ def test_primary_columns_are_marked_and_the_primary_analysis_is_tabled():
          "margin": 0.005, "p": 0.2, "p_holm": 0.2, "cohens_dz": -0.1,
          "cohens_dz_ci95": None, "power": {"alpha": 0.025, "power": 0.8,
                                             "minimum_detectable_dz": 3.1,
-                                            "prompts_needed": None}}]}
+                                            "power_at_zero": 0.049, "prompts_needed": 310,
+                                            "prompts_needed_range": [120, None]}}]}
     md = report.table1_text(data, SYSTEMS, tex=False)
     assert "| System | *Diversity*<br>Self-BLEU ↓ | Semantic div. † | *Quality*<br>ROUGE-L |" \
         in md  # a non-inferiority test marks no column: its column's marks stay exploratory
     assert "†: a pre-registered primary hypothesis (polychromic vs baseline)" in md
     primary = report.primary_markdown(data)
     assert "| semantic | superiority | 3 | 0.100 | 1.20 [0.50, 2.00] | 0.001 | 0.003 | 3.10 " \
-        "| 9 |" in primary
+        "| – | 9 |" in primary
     assert "| rouge_l | non-inferiority (δ = 0.005) | 3 | -0.000 | -0.10 | 0.200 | 0.200 | " \
-        "3.10 | – |" in primary
+        "3.10 | 5% | 310 [120, ∞] |" in primary
     assert "level 0.0250" in primary and "power 80%" in primary
 
 
