@@ -40,7 +40,9 @@ def primary_table(comparison: dict) -> str:
     rows = []
     for h in comparison["primary"]["family"]:
         test = h["test"] + (f" (δ {h['margin']:.3g})" if h["test"] == "non-inferiority"
-                            else "")
+                            else "") + (f" vs {h['against']}" if h.get(
+                                "against", comparison["lora_system"]) != comparison[
+                                "lora_system"] else "")
         p = h.get(f"p_{correction}")
         holds = "–" if p is None else ("yes" if p < alpha else "no")
         at_zero = (h.get("power") or {}).get("power_at_zero")

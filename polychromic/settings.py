@@ -245,6 +245,10 @@ class CompareConfig:
     against: list[str] = field(default_factory=lambda: ["baseline", "zero_shot", "few_shot"],
                                metadata={"help": "systems the reference is compared with"})
     lora_system: str = field(default="baseline", metadata={"help": "the verdict's comparator"})
+    matched_system: str | None = field(default=None, metadata={
+        "help": "the comparator of the pass@k and quality hypotheses: LoRA at the temperature "
+                "where its diversity matches the reference's (docs/protocol.md); null: "
+                "lora_system"})
     resamples: int = field(default=10_000, metadata={"help": "bootstrap resamples (>= 10000)"})
     seed: int = field(default=42, metadata={"help": "bootstrap seed"})
     correction: str = field(default="holm", metadata={"help": "holm | bonferroni: the "

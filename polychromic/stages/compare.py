@@ -13,12 +13,15 @@ difference.
 
 Two families, each corrected on its own (Holm and Bonferroni, for each test):
 - primary, declared per domain in `<domain>.primary` before a run: polychromic vs
-  `lora_system` on the domain's diversity metric (superiority), on its pass@k metric
-  (superiority), and on each of its quality metrics, non-inferiority with margin δ =
-  margin x |LoRA mean|: a one-sided bootstrap test that the mean of (polychromic - LoRA,
-  oriented so that positive is better) is above -δ. Each primary hypothesis also reports
-  its d_z with a bootstrap CI, the smallest d_z detectable with `power` at the n in hand,
-  and the prompts needed to detect the observed d_z (one-sided paired t approximation, at
+  `lora_system` on the domain's diversity metric (superiority), and vs `matched_system`
+  (LoRA sampled at the temperature where its diversity matches polychromic's, chosen on
+  val; `lora_system` when null) on its pass@k metric (superiority) and on each of its
+  quality metrics, non-inferiority with margin δ = margin x |comparator mean|: a one-sided
+  bootstrap test that the mean of (polychromic - comparator, oriented so that positive is
+  better) is above -δ. Each primary hypothesis also reports its d_z (of the differences,
+  positive where polychromic is better) with a bootstrap CI, the smallest d_z detectable
+  with `power` at the n in hand, a non-inferiority test's power at a true difference of 0,
+  and the prompts needed at the pre-registered effect (one-sided paired t approximation, at
   level minimum_p / m, m the family's size: Holm's first step, so conservative);
 - exploratory: every other comparison (every metric x every system).
 
@@ -134,18 +137,23 @@ def correct(comparisons: list[dict]) -> None:
 
 
 def primary_analysis(a: dict[str, list], b: dict[str, list], table: dict,
-                     primary: PrimaryHypotheses, config: CompareConfig) -> list[dict]:
+                     primary: PrimaryHypotheses, config: CompareConfig,
+                     matched: dict[str, list] | None = None) -> list[dict]:
     """The primary family: each hypothesis with its one-sided p (Wilcoxon for superiority,
     bootstrap of the mean for non-inferiority), its corrected p over the family, d_z
-    [bootstrap CI] and the power figures (see the module doc)."""
-    plan = [("diversity", primary.diversity, "superiority"),
-            ("passk", primary.passk, "superiority")] + [
-        ("quality", metric, "non-inferiority") for metric in primary.quality]
+    [bootstrap CI] and the power figures (see the module doc). Diversity is tested against
+    LoRA (`b`), pass@k and quality against `matched` (LoRA at matched diversity) if given."""
+    comparator = config.matched_system or config.lora_system
+    rest = b if matched is None else matched
+    plan = [("diversity", primary.diversity, "superiority", b, config.lora_system),
+            ("passk", primary.passk, "superiority", rest, comparator)] + [
+        ("quality", metric, "non-inferiority", rest, comparator) for metric in primary.quality]
     family = []
-    for role, metric, kind in plan:
-        pairs = [(x, y) for x, y in zip(a[metric], b[metric], strict=True)
+    for role, metric, kind, other, against in plan:
+        pairs = [(x, y) for x, y in zip(a[metric], other[metric], strict=True)
                  if x is not None and y is not None]
-        entry = {"role": role, "metric": metric, "test": kind, "n": len(pairs)}
+        entry = {"role": role, "metric": metric, "test": kind, "against": against,
+                 "n": len(pairs)}
         family.append(entry)
         if len(pairs) < 3:
             entry["undefined"] = "fewer than three prompts with both values defined"
@@ -223,7 +231,8 @@ def verdict(family: list[dict], judge: dict | None, config: CompareConfig) -> di
         return None if value is None else value > limit
 
     diversity, passk = family[0], family[1]
-    what = f"{diversity['metric']} vs {config.lora_system}"
+    what = f"{diversity['metric']} vs {diversity.get('against', config.lora_system)}"
+    against = passk.get("against", config.lora_system)
     difference = diversity.get("better_oriented_difference")
     effect, p = diversity.get("cohens_dz"), diversity.get(p_key)
     minimum = [
@@ -246,10 +255,10 @@ def verdict(family: list[dict], judge: dict | None, config: CompareConfig) -> di
                   f"< {config.strong_p}", below(p, config.strong_p)),
         criterion(f"effect size ({what}, d_z)", effect, f"> {config.strong_effect}",
                   above(effect, config.strong_effect)),
-        criterion(f"higher {passk['metric']} vs {config.lora_system} (Wilcoxon, "
+        criterion(f"higher {passk['metric']} vs {against} (Wilcoxon, "
                   f"{config.correction})", passk.get(p_key), f"< {config.minimum_p}",
                   below(passk.get(p_key), config.minimum_p)),
-        criterion(f"{passk['metric']} relative gain vs {config.lora_system}", gain,
+        criterion(f"{passk['metric']} relative gain vs {against}", gain,
                   f"> {config.strong_passk_gain}", above(gain, config.strong_passk_gain)),
         criterion("judge win rate vs LoRA" + ("" if judge else " (judge off: not measured)"),
                   win_rate, f"> {config.strong_judge_win_rate}",
@@ -263,7 +272,8 @@ def verdict(family: list[dict], judge: dict | None, config: CompareConfig) -> di
 def compare_domain(scores_dir: Path, systems: list[str], seeds: list[int],
                    table: dict[str, tuple[str, bool, str]], judge: dict | None,
                    config: CompareConfig, primary: PrimaryHypotheses) -> dict:
-    for system in [config.reference, *config.against]:
+    for system in [config.reference, *config.against, config.lora_system,
+                   *([config.matched_system] if config.matched_system else [])]:
         require(system in systems, "compare", f"names system {system!r}, which is not in "
                 f"'systems' ({', '.join(systems)})")
     loaded = {system: load_scores(scores_dir, system, seeds) for system in systems}
@@ -277,28 +287,30 @@ def compare_domain(scores_dir: Path, systems: list[str], seeds: list[int],
                         for metric in table} for system, per_seed in loaded.items()}
     values = {system: {metric: seed_averaged(per_seed, prompts, metric) for metric in table}
               for system, per_seed in loaded.items()}
-    superiority = {primary.diversity, primary.passk}
+    superiority = {(primary.diversity, config.lora_system),
+                   (primary.passk, config.matched_system or config.lora_system)}
     comparisons = []
     for metric, (_, higher_is_better, _) in table.items():
         for other in config.against:
-            first = other == config.lora_system and metric in superiority
+            first = (metric, other) in superiority
             comparisons.append({"metric": metric, "a": config.reference, "b": other,
                                 "family": "primary" if first else "exploratory",
                                 **compare_pair(values[config.reference][metric],
                                                values[other][metric], higher_is_better,
                                                config)})
     family = primary_analysis(values[config.reference], values[config.lora_system], table,
-                              primary, config)
+                              primary, config, values.get(config.matched_system or ""))
     for name in ("primary", "exploratory"):
         correct([c for c in comparisons if c["family"] == name])
     for c in comparisons:  # Wilcoxon: corrected over the whole primary family
         if c["family"] == "primary" and "wilcoxon_p" in c:
             h = next(h for h in family if h["metric"] == c["metric"] and h["test"] ==
-                     "superiority")
+                     "superiority" and h["against"] == c["b"])
             c.update({f"wilcoxon_p_{name}": h[f"p_{name}"] for name in CORRECTIONS})
     return {
         "seeds": seeds, "n_prompts": len(prompts), "reference": config.reference,
-        "lora_system": config.lora_system, "correction": config.correction,
+        "lora_system": config.lora_system, "matched_system": config.matched_system,
+        "correction": config.correction,
         "alpha": config.minimum_p,
         "metrics": {m: {"group": g, "higher_is_better": h, "label": label}
                     for m, (g, h, label) in table.items()},

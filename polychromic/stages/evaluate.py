@@ -157,9 +157,11 @@ def main(argv: list[str] | None = None) -> None:
     params = read_params()
     config = load_section(EvaluateConfig, params, "evaluate")
     methods = listed(params, "methods")
-    known = listed(params, "prompting") + methods
+    # <method>_matched: a method sampled at the temperature matched to another's diversity
+    known = listed(params, "prompting") + methods + [f"{m}_matched" for m in methods]
     require(args.system in known, "systems", f"names unknown system {args.system!r} "
-            f"(known: the 'prompting' and 'methods' lists: {', '.join(known)})")
+            f"(known: the 'prompting' and 'methods' lists, and <method>_matched: "
+            f"{', '.join(known)})")
     domain = load_domain(args.domain, params)
     records = {r["id"]: r for r in read_jsonl(Path(args.data, f"{args.split}.jsonl"),
                                               RECORD_FIELDS)}
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
                "precision": precision,
                "sampling": {key: rows[0].get(key) for key in SAMPLING_POINT}, **summary}
     scores = [{**row, "precision": precision} for row in scores]
-    trained = args.system in methods
+    trained = args.system.removesuffix("_matched") in methods
     with tracking.mlflow_run("evaluate", args.domain, args.system, {"evaluate": asdict(config)},
                              seed=args.seed, method=args.system if trained else "",
                              precision=precision):

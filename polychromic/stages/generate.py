@@ -12,6 +12,7 @@ reference outputs' log-likelihood under the system (for their perplexity).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from polychromic.config import UserError, load_section, read_params, require, run_main, stage_help
@@ -23,6 +24,17 @@ from polychromic.sampling import full_attention_only, sample_and_score
 from polychromic.settings import EvaluateConfig, GenerateConfig
 
 PROMPTED = ("zero_shot", "few_shot")
+
+
+def matched_temperature(path: Path) -> float:
+    """The temperature a match stage's file gives."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))["temperature"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{path}: no matched temperature ({err})") from None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise UserError(f"{path}: 'temperature' must be a number, not {value!r}")
+    return float(value)
 
 
 
@@ -106,6 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="generations JSONL to write")
     parser.add_argument("--temperature", type=float,
                         help="sample at this temperature, not the domain's (a frontier point)")
+    parser.add_argument("--temperature-from", type=Path, metavar="JSON",
+                        help="sample at the 'temperature' this file gives (the match stage's "
+                        "matched temperature)")
     parser.add_argument("--adapter-scale", type=float, default=1.0,
                         help="the adapter's update times this (0: the base model; 1: as "
                         "trained; a frontier point)")
@@ -121,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
             f"unknown system (prompted systems: {', '.join(PROMPTED)}; a trained method "
             "needs --adapter)"))
     domain = load_domain(args.domain, params)
+    if args.temperature_from is not None:
+        args.temperature = matched_temperature(args.temperature_from)
     if args.temperature is not None and not args.temperature > 0:
         raise UserError(f"--temperature {args.temperature}: must be > 0")
     if not 0 <= args.adapter_scale <= 2 or (args.adapter_scale != 1 and args.adapter is None):

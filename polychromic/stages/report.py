@@ -114,7 +114,9 @@ def primary_markdown(comparison: dict) -> str:
     rows = []
     for h in primary.get("family", []):
         ci, power = h.get("cohens_dz_ci95"), h.get("power") or {}
-        test = h["test"] + (f" (δ = {h['margin']:.3g})" if h.get("margin") else "")
+        test = h["test"] + (f" (δ = {h['margin']:.3g})" if h.get("margin") else "") + (
+            f" vs {h['against']}" if h.get("against", comparison.get("lora_system"))
+            != comparison.get("lora_system") else "")
         dz = fmt(h.get("cohens_dz"), 2) + (f" [{fmt(ci[0], 2)}, {fmt(ci[1], 2)}]" if ci else "")
         needed, span = power.get("prompts_needed"), power.get("prompts_needed_range")
         needed = DASH if needed is None else str(needed) + (

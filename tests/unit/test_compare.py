@@ -339,3 +339,31 @@ def test_main_writes_comparison_and_rejects_too_few_resamples(tmp_path, monkeypa
     assert exit_info.value.code == 2
     assert "'compare.resamples' must be >= 10000" in capsys.readouterr().err
     assert not (tmp_path / "out/other.json").exists()
+
+
+def test_pass_at_k_and_quality_are_tested_against_the_matched_system():
+    """With `matched_system`, diversity is still tested against LoRA at the same temperature,
+    pass@k and quality against LoRA at the temperature that matches the diversity."""
+    rng = np.random.default_rng(4)
+    n = 20
+    a = {"semantic": values(rng, n, 0.85), "pass@10": values(rng, n, 0.6),
+         "rouge_l": values(rng, n, 0.10)}
+    lora = {"semantic": values(rng, n, 0.80), "pass@10": values(rng, n, 0.5),
+            "rouge_l": values(rng, n, 0.11)}
+    hot = {"semantic": values(rng, n, 0.85), "pass@10": values(rng, n, 0.65),
+           "rouge_l": values(rng, n, 0.09)}
+    primary = PrimaryHypotheses(diversity="semantic", passk="pass@10", quality=["rouge_l"],
+                                margin=0.05)
+    config = CompareConfig(matched_system="baseline_matched")
+    diversity, passk, rouge = compare.primary_analysis(a, lora, metric_table(KS), primary,
+                                                       config, hot)
+    assert (diversity["against"], passk["against"], rouge["against"]) == (
+        "baseline", "baseline_matched", "baseline_matched")
+    assert diversity["mean_lora"] == pytest.approx(np.mean(lora["semantic"]))
+    assert passk["mean_lora"] == pytest.approx(np.mean(hot["pass@10"]))
+    assert rouge["margin"] == pytest.approx(0.05 * np.mean(hot["rouge_l"]))
+    assert passk["p"] == pytest.approx(scipy_stats.wilcoxon(
+        a["pass@10"], hot["pass@10"], alternative="greater").pvalue)
+    # without it, everything is against LoRA
+    plain = compare.primary_analysis(a, lora, metric_table(KS), primary, CompareConfig())
+    assert {h["against"] for h in plain} == {"baseline"}
