@@ -14,6 +14,7 @@ from polychromic.settings import (
     BaseModelConfig,
     CompareConfig,
     EvaluateConfig,
+    FrontierConfig,
     GenerateConfig,
     JudgeConfig,
     ReportConfig,
@@ -25,7 +26,7 @@ from polychromic.settings import (
 SECTIONS: dict[str, type] = {"base_model": BaseModelConfig, "train": TrainConfig,
                              "generate": GenerateConfig, "evaluate": EvaluateConfig,
                              "judge": JudgeConfig, "compare": CompareConfig,
-                             "report": ReportConfig}
+                             "report": ReportConfig, "frontier": FrontierConfig}
 """The sections whose schema lives in `polychromic.settings`."""
 LISTS = ("domains", "methods", "prompting", "systems", "seeds")
 """The top-level lists (`settings.experiment`)."""

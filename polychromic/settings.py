@@ -40,9 +40,10 @@ class Experiment:
             values = getattr(self, name)
             require(len(values) > 0 and len(set(values)) == len(values), name,
                     "must be a non-empty list of distinct values")
-        unknown = sorted(set(self.systems) - set(self.methods) - set(self.prompting))
+        matched = {f"{m}_matched" for m in self.methods}  # docs/protocol.md
+        unknown = sorted(set(self.systems) - set(self.methods) - set(self.prompting) - matched)
         require(not unknown, "systems", f"names {unknown[0] if unknown else ''!r}, which is "
-                "neither in methods nor in prompting")
+                "neither in methods nor in prompting (nor <method>_matched)")
 
 
 def experiment(params: dict[str, Any]) -> Experiment:
@@ -184,6 +185,26 @@ class EvaluateConfig:
                 "must be a non-empty list of k >= 1")
         require(self.self_bleu_order >= 1, f"{key}.self_bleu_order", "must be >= 1")
         require(self.bertscore_layers >= 1, f"{key}.bertscore_layers", "must be >= 1")
+
+
+@dataclass
+class FrontierConfig:
+    """The protocol's frontiers and matched control (studies/protocol; docs/protocol.md):
+    not read by the default pipeline."""
+    temperatures: list[float] = field(default_factory=lambda: [0.5, 0.7, 0.9, 1.1, 1.3],
+                                      metadata={"help": "sampling temperatures of each "
+                                                "system's frontier (and LoRA's grid on val "
+                                                "for the matched temperature)"})
+    adapter_scales: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75], metadata={
+        "help": "scales of a trained adapter's update (1: as trained, the evaluated point)"})
+    seed: int = field(default=42, metadata={"help": "the seed whose adapters and samples "
+                                            "trace the frontiers and choose the match"})
+
+    def check(self, key: str) -> None:
+        require(len(self.temperatures) >= 5 and all(t > 0 for t in self.temperatures),
+                f"{key}.temperatures", "must hold five temperatures > 0 at least")
+        require(all(0 <= a < 1 for a in self.adapter_scales), f"{key}.adapter_scales",
+                "must be in [0, 1)")
 
 
 KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}

@@ -393,26 +393,44 @@ def matrix_items(stage: dict, params: dict) -> list[dict]:
     return items
 
 
-def interpolate(text: str, item: dict) -> str:
+def interpolate(text: str, item: dict, variables: dict | None = None) -> str:
+    """dvc.yaml's `${item.x}`, and `${a.b}` from `variables` (its vars and params)."""
     import re
 
-    return re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item[m.group(1)]), text)
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        if name.startswith("item."):
+            return str(item[name[5:]])
+        found = variables or {}
+        for part in name.split("."):
+            found = found[part]
+        return str(found)
+
+    return re.sub(r"\$\{([\w.]+)\}", value, text)
 
 
-def undeclared_params(repo: Path, trace: Path) -> list[str]:
+def undeclared_params(repo: Path, trace: Path, folders: tuple[str, ...] = (".",)) -> list[str]:
     """Each stage run that `trace` recorded (config.TRACE_ENV: its arguments and the params
-    keys it read) against the params its dvc.yaml stage declares: every key read that no
-    declared param covers, as 'stage item: key'. A run that matches no stage is one too."""
+    keys it read) against the params its stage declares, in the dvc.yaml of any of
+    `folders` (each with its own params.yaml): every key read that no declared param covers,
+    as 'stage item: key'. A run that matches no stage is one too."""
     import shlex
 
-    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    params = yaml.safe_load((repo / "params.yaml").read_text())
     declared: dict[tuple[str, ...], tuple[str, list[str]]] = {}
-    for name, stage in stages.items():
-        for item in matrix_items(stage, params):
-            argv = tuple(shlex.split(interpolate(stage["cmd"], item))[3:])  # python -m module
-            keys = [interpolate(p, item) for p in stage.get("params", [])]
-            declared[argv] = (f"{name} {item}", keys)
+    for folder in folders:
+        pipeline = yaml.safe_load((repo / folder / "dvc.yaml").read_text())
+        params = yaml.safe_load((repo / folder / "params.yaml").read_text())
+        variables = {**params, **{k: v for entry in pipeline.get("vars", [])
+                                  if isinstance(entry, dict) for k, v in entry.items()}}
+        for name, stage in pipeline["stages"].items():
+            for item in matrix_items(stage, params):
+                commands = stage["cmd"] if isinstance(stage["cmd"], list) else [stage["cmd"]]
+                keys = [interpolate(p, item, variables) for p in stage.get("params", [])]
+                for command in commands:
+                    words = shlex.split(interpolate(command, item, variables))
+                    while "=" in words[0]:  # an environment assignment before the command
+                        words = words[1:]
+                    declared[tuple(words[3:])] = (f"{folder}:{name} {item}", keys)  # python -m M
     found = []
     runs = [json.loads(line) for line in trace.read_text().splitlines()]
     assert runs, f"{trace}: no stage recorded what it read"

@@ -8,6 +8,7 @@
     polychromic readme                 the README's results block, from metrics/
     polychromic precision              does bf16 move the answer? (validation prompts)
     polychromic seal                   check (or write) the sealed confirmation splits
+    polychromic protocol               write the protocol run's params (studies/protocol)
 
 Each is also `python -m polychromic.commands.<command>`. Like stages, commands import
 libraries only, never a stage or another command (tests/unit/test_stage_deps.py).
@@ -25,7 +26,8 @@ COMMANDS = {"doctor": "is this machine ready for `dvc repro`?",
             "ablations": "Table 2 and Figure 2 over the DVC experiments",
             "readme": "rewrite the README's results block from metrics/",
             "precision": "fp32 vs bf16 on validation prompts, several seeds (docs/precision.md)",
-            "seal": "check (or write once) each domain's sealed confirmation split"}
+            "seal": "check (or write once) each domain's sealed confirmation split",
+            "protocol": "write (or --check) the protocol run's params (docs/protocol.md)"}
 
 
 def cli(argv: list[str] | None = None) -> None:

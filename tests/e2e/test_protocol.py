@@ -1,0 +1,79 @@
+"""End to end: the protocol run (studies/protocol/dvc.yaml) on the tiny model, qa only, two
+seeds: LoRA matched on val, the power plan, every system on dev across seeds with the
+matched comparison in the primary family, and Figure 3's frontiers; every stage declares
+the params it reads, and the root pipeline is left as it was."""
+
+import json
+import os
+
+import pytest
+import yaml
+
+from polychromic.config import TRACE_ENV
+from tests.helpers import REPO, pipeline_repository, sh, tiny_pipeline_params, undeclared_params
+
+TEMPERATURES = [0.5, 0.7, 0.9, 1.1, 1.3]
+
+
+def protocol_repository(tmp_path, model_dir):
+    params = tiny_pipeline_params(model_dir, ["qa"])
+    params["qa"]["data"].update(train_per_family=4, val_per_family=2, dev_per_family=1)
+    params["generate"].update(n=4, batch_prompts=3)
+    params["evaluate"]["ks"] = [1, 4]
+    params["qa"]["primary"]["passk"] = "pass@4"  # 4 samples a prompt
+    params["frontier"].update(temperatures=TEMPERATURES, adapter_scales=[0.5])
+    overlay = yaml.safe_load((REPO / "studies/protocol/protocol.yaml").read_text())
+    overlay["seeds"] = [42, 7]
+    files = {"studies/protocol/dvc.yaml": (REPO / "studies/protocol/dvc.yaml").read_text(),
+             "studies/protocol/protocol.yaml": yaml.safe_dump(overlay)}
+    return pipeline_repository(tmp_path, params, files)
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_the_protocol_runs_and_compares_at_matched_diversity(tmp_path, tiny_model_dir):
+    repo, _ = protocol_repository(tmp_path, tiny_model_dir)
+    sh(repo, "python", "-m", "polychromic.commands.protocol")
+    sh(repo, "dvc", "repro")  # the root pipeline: the judge's file the protocol reads
+    root_lock = (repo / "dvc.lock").read_text()
+    trace = tmp_path / "params-read.jsonl"
+    os.environ[TRACE_ENV] = str(trace)
+    try:
+        sh(repo, "dvc", "repro", "studies/protocol/dvc.yaml", timeout=1800)
+    finally:
+        os.environ.pop(TRACE_ENV)
+    assert undeclared_params(repo, trace, (".", "studies/protocol")) == []
+    assert (repo / "dvc.lock").read_text() == root_lock  # the root pipeline untouched
+    study = repo / "studies/protocol"
+
+    matched = json.loads((study / "metrics/qa/matched.json").read_text())
+    assert matched["metric"] == "distinct_classes" and matched["split"] == "val"
+    assert [t for t, _ in matched["curve"]] == TEMPERATURES
+    assert min(TEMPERATURES) <= matched["temperature"] <= max(TEMPERATURES)
+    rows = [json.loads(line) for line in
+            (study / "data/generations/qa/baseline_matched/seed7.jsonl").open()]
+    assert {r["temperature"] for r in rows} == {matched["temperature"]}
+
+    comparison = json.loads((study / "metrics/qa/comparison.json").read_text())
+    assert comparison["seeds"] == [42, 7]
+    assert [(h["metric"], h["against"]) for h in comparison["primary"]["family"]] == [
+        ("distinct_classes", "baseline"), ("pass@4", "baseline_matched"),
+        ("pass@1", "baseline_matched")]
+    assert set(comparison["systems"]) == {"zero_shot", "few_shot", "baseline",
+                                          "baseline_matched", "polychromic"}
+
+    plan = json.loads((study / "metrics/qa/power.json").read_text())
+    assert [h["against"] for h in plan["hypotheses"]] == ["lora", "matched", "matched"]
+    assert set(plan["hypotheses"][2]["prompts_needed"]) == {"10", "20", "40"}
+
+    frontier = json.loads((study / "metrics/qa/frontier.json").read_text())
+    knobs = [(p["system"], p["knob"]) for p in frontier["points"]]
+    assert knobs.count(("zero_shot", "temperature")) == 5
+    assert knobs.count(("baseline", "temperature")) == 5
+    assert knobs.count(("polychromic", "adapter_scale")) == 1
+    assert knobs.count(("baseline_matched", "evaluated")) == 1
+    assert set(frontier["reference_vs_frontier"]) == {"baseline temperature",
+                                                      "baseline adapter_scale"}
+    assert (study / "plots/qa/frontier/figure3.png").read_bytes()[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+    assert sh(repo, "dvc", "status", "studies/protocol/dvc.yaml").strip().endswith(
+        "Data and pipelines are up to date.")
