@@ -115,3 +115,26 @@ def test_a_seal_is_written_once(tmp_path, monkeypatch):
     assert (tmp_path / SEALED / "code.sha256").read_text() == "mine"
     with pytest.raises(UserError, match="'nope' is not in params.yaml 'domains'"):
         seal.main(["--write", "nope"])
+
+
+def test_the_protocol_params_are_params_yaml_with_the_overlay(monkeypatch):
+    """studies/protocol/params.yaml is written by `polychromic protocol`: a change to
+    params.yaml that it has not seen fails here."""
+    from polychromic.commands.protocol import laid_over, protocol_params
+
+    monkeypatch.chdir(REPO)
+    assert (REPO / "studies/protocol/params.yaml").read_text() == protocol_params(), (
+        "studies/protocol/params.yaml is out of date: run `polychromic protocol`")
+    assert laid_over({"a": {"b": 1, "c": [1]}, "d": 2}, {"a": {"c": [2]}, "e": 3}) == {
+        "a": {"b": 1, "c": [2]}, "d": 2, "e": 3}
+
+
+def test_the_protocol_pipeline_runs_only_stage_modules_that_exist():
+    import re
+
+    text = (REPO / "studies/protocol/dvc.yaml").read_text()
+    modules = set(re.findall(r"python -m (polychromic\.stages\.\w+)", text))
+    assert {"polychromic.stages.match", "polychromic.stages.power",
+            "polychromic.stages.frontier"} <= modules
+    for module in modules:
+        assert (REPO / (module.replace(".", "/") + ".py")).is_file(), module
