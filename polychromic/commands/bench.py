@@ -355,6 +355,11 @@ def time_metrics(params: dict, domain_name: str, data: str, generations: str) ->
     seconds = {"load embedding model": time.perf_counter() - started}
     seconds["embed (semantic diversity)"] = timed(
         lambda: embed([s for row in samples for s in row]))
+    started = time.perf_counter()
+    independent = Embedder(settings.independent_model, "evaluate.independent_model")
+    seconds["load independent encoder"] = time.perf_counter() - started
+    seconds["embed (semantic_independent)"] = timed(
+        lambda: independent([s for row in samples for s in row]))
     seconds["self_bleu"] = timed(lambda: [metrics.self_bleu(s, order) for s in samples])
     seconds["distinct_1/2/3"] = timed(lambda: [metrics.distinct_n(s, n) for s in samples
                                                for n in (1, 2, 3)])
@@ -370,6 +375,8 @@ def time_metrics(params: dict, domain_name: str, data: str, generations: str) ->
     records = {r["id"]: r for r in read_jsonl(Path(data, "dev.jsonl"), RECORD_FIELDS)}
     with domain.checker(read_jsonl(Path(data, "val.jsonl"), RECORD_FIELDS)) as checker:
         seconds["checker verdicts"] = timed(lambda: checker.verdicts(
+            [(records[row["id"]], row["samples"]) for row in rows]))
+        seconds["checker classes"] = timed(lambda: checker.classes(
             [(records[row["id"]], row["samples"]) for row in rows]))
     return {"generations": generations, "prompts": len(rows), "samples": count,
             "seconds": {name: round(value, 2) for name, value in seconds.items()},
