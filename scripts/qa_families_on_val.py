@@ -6,11 +6,14 @@ Usage (from the repository root, after `dvc repro base_model`):
     python scripts/qa_families_on_val.py CANDIDATES.yaml SCRATCH_DIR [--answer-first]
         [--max-new-tokens 64] [--samples 5]
 
-CANDIDATES.yaml maps family -> settings, as `qa.data.families` does. Each candidate is dealt
-on its own with params.yaml's own split sizes and seed (`qa.data`: dev, then val, then train
-per family), so its val questions are the ones it would have in the pipeline: for a family
-that params.yaml already uses, they are the pipeline's val questions, record for record
-(checked against data/processed/qa/val.jsonl when it exists). In SCRATCH_DIR/<family> the
+CANDIDATES.yaml maps family -> settings, as `qa.data.families` does (a name may carry a
+suffix after "@", for a second setting of one family). Each candidate is dealt on its own
+with params.yaml's own split sizes and seed (`qa.data`: dev, then val, then train per
+family), so its val questions are the ones it would have in the pipeline: for a family that
+params.yaml already uses, they are the pipeline's val questions, record for record (checked
+against data/processed/qa/val.jsonl when it exists). The deal also draws --confirmation
+fresh questions (100 per family), so a family whose settings cannot supply them is
+reported as too small. In SCRATCH_DIR/<family> the
 script runs the stages prepare, generate --split val and evaluate --split val, and prints
 each family's pass@1 and pass@n over its val questions. Dev and confirmation questions are
 never sampled; a family with too few distinct questions for the splits is reported as such.
@@ -38,13 +41,15 @@ def stage(cwd: Path, module: str, *args: str) -> subprocess.CompletedProcess:
                           cwd=cwd, env=env, capture_output=True, text=True)
 
 
-def measure(family: str, settings: dict, scratch: Path, args, params: dict) -> dict:
+def measure(candidate: str, settings: dict, scratch: Path, args, params: dict) -> dict:
     """The family's val pass@1, pass@n and answered share; or why it has none."""
-    folder = scratch / family
+    family = candidate.split("@")[0]
+    folder = scratch / candidate
     folder.mkdir(parents=True, exist_ok=True)
     params = json.loads(json.dumps(params))
     params["domains"] = ["qa"]
-    params["qa"]["data"].update(families={family: settings}, file=None)
+    params["qa"]["data"].update(families={family: settings}, file=None,
+                                confirmation_per_family=args.confirmation)
     params["qa"]["prompt"]["answer_first"] = args.answer_first
     params["qa"]["sampling"].update(prompts=None, max_new_tokens=args.max_new_tokens)
     params["generate"]["n"] = args.samples
@@ -85,6 +90,8 @@ def main() -> None:
     parser.add_argument("--answer-first", action="store_true")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--confirmation", type=int, default=100,
+                        help="fresh questions per family the sealed split needs")
     args = parser.parse_args()
     families = yaml.safe_load(Path(args.candidates).read_text())
     scratch = Path(args.scratch).resolve()
