@@ -159,9 +159,10 @@ def test_the_precision_study_runs_each_arm_once_on_validation(tmp_path, tiny_mod
             rows = [json.loads(line) for line in (folder / "val.jsonl").open()]
             assert {r["id"] for r in rows} <= val and {r["precision"] for r in rows} == {
                 precision}
-            assert set(record["values"]) == {"val_loss", "semantic", "pass@4", "pass@1"}
+            assert set(record["values"]) == {"val_loss", "distinct_classes", "pass@4", "pass@1"}
     study = json.loads((tmp_path / "metrics/studies/precision.json").read_text())
-    assert [r["metric"] for r in study["rows"]] == ["val_loss", "semantic", "pass@4", "pass@1"]
+    assert [r["metric"] for r in study["rows"]] == ["val_loss", "distinct_classes", "pass@4",
+                                                   "pass@1"]
     assert all(r["seeds"] == [3, 4] for r in study["rows"])
     table = (tmp_path / "docs/precision-results.md").read_text()
     assert "| qa | baseline | val_loss | 2 |" in table
