@@ -84,7 +84,7 @@ def test_splits_are_disjoint_interleaved_and_deterministic():
     assert [r["task"]["family"] for r in splits["dev"][:n]] == list(DEFAULT_FAMILIES)
     assert splits == qa_domain(confirmation_per_family=4).load_splits()
     assert splits["dev"] != qa_domain(seed=7).load_splits()["dev"]
-    assert qa_domain().load_splits()["confirmation"] == []
+    assert qa_domain(confirmation_per_family=0).load_splits()["confirmation"] == []
 
 
 def test_confirmation_questions_are_none_of_the_first_generators_pool():
