@@ -153,15 +153,22 @@ def test_answer_first_prefix_is_part_of_the_checked_text():
     assert few_shot[2] == {"role": "assistant", "content": f"Answer: {record['references'][0]}"}
 
 
+ONE_DIGIT = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1,  # 242 in all
+             "operators": ["+", "-"], "allow_parentheses": False, "allow_negation": False}
+
+
 @pytest.mark.parametrize("data,message", [
     ({"families": {"no_such_family": {}}}, "'qa.data.families.no_such_family' names no "
      "reasoning-gym family"),
     ({"families": {"chain_sum": {"max_terms": "many"}}}, "'qa.data.families.chain_sum': "
      "reasoning-gym refuses these settings"),
     ({"families": {"chain_sum": {"no_such_key": 1}}}, "reasoning-gym refuses these settings"),
-    ({"families": {"basic_arithmetic": DEFAULT_FAMILIES["basic_arithmetic"]},
-      "train_per_family": 1000}, "too few distinct questions at these settings for the "
-     "splits' 1011"),
+    ({"families": {"basic_arithmetic": ONE_DIGIT}, "train_per_family": 1000},
+     "too few distinct questions at these settings for the splits' 1011"),
+    ({"families": {"basic_arithmetic": ONE_DIGIT}, "confirmation_per_family": 100,
+      "train_per_family": 160, "val_per_family": 16, "dev_per_family": 14},
+     "'qa.data.families.basic_arithmetic': 16 questions at these settings are in no other "
+     "split, fewer than qa.data.confirmation_per_family 100"),
     ({"families": {}}, "'qa.data.families' must name at least one"),
 ])
 def test_bad_family_settings_name_the_key(data, message):
