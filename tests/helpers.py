@@ -430,7 +430,8 @@ def undeclared_params(repo: Path, trace: Path, folders: tuple[str, ...] = (".",)
                     words = shlex.split(interpolate(command, item, variables))
                     while "=" in words[0]:  # an environment assignment before the command
                         words = words[1:]
-                    declared[tuple(words[3:])] = (f"{folder}:{name} {item}", keys)  # python -m M
+                    where = name if folder == "." else f"{folder}:{name}"
+                    declared[tuple(words[3:])] = (f"{where} {item}", keys)  # python -m M
     found = []
     runs = [json.loads(line) for line in trace.read_text().splitlines()]
     assert runs, f"{trace}: no stage recorded what it read"
@@ -446,7 +447,8 @@ def undeclared_params(repo: Path, trace: Path, folders: tuple[str, ...] = (".",)
 
 # -- a temporary copy of the repository --------------------------------------------------------
 PIPELINE_FILES = ["polychromic", "data/user", "dvc.yaml", "params.yaml", "pyproject.toml",
-                  ".gitignore", ".dvcignore", ".dvc/config", ".dvc/.gitignore"]
+                  ".gitignore", ".dvcignore", ".dvc/config", ".dvc/.gitignore",
+                  "protocol/sealed"]
 
 
 def pipeline_repository(tmp_path: Path, params: dict,

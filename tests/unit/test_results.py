@@ -50,7 +50,7 @@ def comparison(p_holm: float, met: bool) -> dict:
 def test_a_domain_block_says_what_the_comparison_says():
     text = domain_block("toy", comparison(0.01, True))
     lines = text.splitlines()
-    assert lines[0] == "**toy** (5 test prompts, 2 seeds): minimum bar met"
+    assert lines[0] == "**toy** (5 dev prompts, 2 seeds): minimum bar met"
     assert lines[2] == ("| Metric | Hypothesis | poly | lora | Difference | d_z | p (holm) "
                         "| Holds at 0.05 |")
     assert lines[4] == "| semantic | superiority | 0.500 | 0.250 | 0.250 | 1.23 | 0.010 | yes |"
