@@ -44,7 +44,10 @@ def comparison(p_holm: float, met: bool) -> dict:
                  "cohens_dz": 1.234, "p_holm": p_holm},
                 {"metric": "pass@1", "test": "non-inferiority", "margin": 0.0125,
                  "mean_reference": None, "mean_lora": 0.25, "mean_difference": None,
-                 "cohens_dz": None, "p_holm": None}]}}
+                 "cohens_dz": None, "p_holm": None, "power": {"power_at_zero": 0.173}},
+                {"metric": "pass@10", "test": "superiority", "margin": 0.0,
+                 "against": "lora_matched", "mean_reference": 0.5, "mean_lora": 0.5,
+                 "mean_difference": 0.0, "cohens_dz": 0.0, "p_holm": 0.5}]}}
 
 
 def test_a_domain_block_says_what_the_comparison_says():
@@ -52,10 +55,14 @@ def test_a_domain_block_says_what_the_comparison_says():
     lines = text.splitlines()
     assert lines[0] == "**toy** (5 dev prompts, 2 seeds): minimum bar met"
     assert lines[2] == ("| Metric | Hypothesis | poly | lora | Difference | d_z | p (holm) "
-                        "| Holds at 0.05 |")
-    assert lines[4] == "| semantic | superiority | 0.500 | 0.250 | 0.250 | 1.23 | 0.010 | yes |"
-    assert lines[5] == "| pass@1 | non-inferiority (δ 0.0125) | – | 0.250 | – | – | – | – |"
-    assert domain_block("toy", comparison(0.06, False)).splitlines()[4].endswith("| no |")
+                        "| Holds at 0.05 | Power at 0 |")
+    assert lines[4] == ("| semantic | superiority | 0.500 | 0.250 | 0.250 | 1.23 | 0.010 | yes "
+                        "| – |")
+    assert lines[5] == ("| pass@1 | non-inferiority (δ 0.0125) | – | 0.250 | – | – | – | – "
+                        "| 17% |")
+    # a hypothesis against another comparator (the matched LoRA) names it
+    assert lines[6].startswith("| pass@10 | superiority vs lora_matched | 0.500 |")
+    assert domain_block("toy", comparison(0.06, False)).splitlines()[4].endswith("| no | – |")
 
 
 def test_the_block_is_replaced_between_its_markers_only():
