@@ -34,7 +34,7 @@ def protocol_repository(tmp_path, model_dir):
 def test_the_protocol_runs_and_compares_at_matched_diversity(tmp_path, tiny_model_dir):
     repo, _ = protocol_repository(tmp_path, tiny_model_dir)
     sh(repo, "python", "-m", "polychromic.commands.protocol")
-    sh(repo, "dvc", "repro")  # the root pipeline: the judge's file the protocol reads
+    sh(repo, "dvc", "repro", timeout=1800)  # the root pipeline (the protocol reads it)
     root_lock = (repo / "dvc.lock").read_text()
     trace = tmp_path / "params-read.jsonl"
     os.environ[TRACE_ENV] = str(trace)
