@@ -208,7 +208,7 @@ def build_tiny_llama(out: Path, tokenizer_dir: Path, tie_word_embeddings: bool) 
 
 def domain_sampling(**settings):
     """A domain's `Sampling` (every key required): the replies-like settings that the tests
-    were written with (30 test prompts, 32 new tokens, temperature 0.7, top-k 50, top-p
+    were written with (30 prompts, 32 new tokens, temperature 0.7, top-k 50, top-p
     0.95), `settings` laid over."""
     from polychromic.domains import Sampling
 
@@ -474,6 +474,24 @@ def pipeline_repository(tmp_path: Path, params: dict,
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "tiny")
     return repo, sh(repo, "git", "rev-parse", "HEAD").strip()
+
+
+def repro_study(repo: Path, name: str, trace: Path) -> Path:
+    """`dvc repro` of the root pipeline (a study reads its outputs), then of
+    studies/<name>/dvc.yaml with every stage noting the params it reads in `trace`: each
+    read is declared, and the root's dvc.lock is left as it was. The study's folder."""
+    from polychromic.config import TRACE_ENV
+
+    sh(repo, "dvc", "repro", timeout=1800)
+    root_lock = (repo / "dvc.lock").read_text()
+    os.environ[TRACE_ENV] = str(trace)
+    try:
+        sh(repo, "dvc", "repro", f"studies/{name}/dvc.yaml", timeout=1800)
+    finally:
+        os.environ.pop(TRACE_ENV)
+    assert undeclared_params(repo, trace, (".", f"studies/{name}")) == []
+    assert (repo / "dvc.lock").read_text() == root_lock  # the root pipeline untouched
+    return repo / "studies" / name
 
 
 def traced_repro(repo: Path, trace: Path) -> None:

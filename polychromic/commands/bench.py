@@ -36,7 +36,7 @@
         data/generations/replies/baseline/seed42.jsonl --domain replies
 
 5. With --decode-steps STEPS (and nothing else): the sampler's prompt pass and its mean
-   decode step on the domain's first --prompts test prompts x generate.n samples, every row
+   decode step on the domain's first --prompts dev prompts x generate.n samples, every row
    running every step (greedy, no end token), zero-shot or --few-shot (generate's examples
    for seed 42): the figure to compare two versions of `sampling.py` by, on the same prompts.
 

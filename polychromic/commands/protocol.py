@@ -12,31 +12,20 @@ replaced), so that a change to params.yaml reaches it only through this command.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from polychromic.config import UserError, read_yaml_mapping
 from polychromic.io import atomic_path
 from polychromic.params_check import check_all
+from polychromic.studies import laid_over
 
 FOLDER = Path("studies/protocol")
 HEADER = ("# Written by `polychromic protocol` from ../../params.yaml and protocol.yaml: do not "
           "edit\n# (docs/protocol.md). The protocol run's params: dvc repro "
           "studies/protocol/dvc.yaml\n")
-
-
-def laid_over(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = laid_over(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def protocol_params(root: Path = Path()) -> str:

@@ -60,11 +60,20 @@ CORRECTIONS = {"holm": stats.holm, "bonferroni": stats.bonferroni}
 
 
 
-def load_scores(scores_dir: Path, system: str, seeds: list[int]) -> list[dict[str, dict]]:
+def scores_path(scores: Path | list[Path], system: str, seed: int) -> Path:
+    """<folder>/<system>/seed<S>.jsonl in the first folder that holds the system: a study's
+    arm lists its own scores, then the default run's (the systems it shares)."""
+    folders = [scores] if isinstance(scores, Path) else scores
+    folder = next((f for f in folders if (f / system).is_dir()), folders[0])
+    return folder / system / f"seed{seed}.jsonl"
+
+
+def load_scores(scores_dir: Path | list[Path], system: str,
+                seeds: list[int]) -> list[dict[str, dict]]:
     """Per seed: prompt id -> that prompt's scores."""
     per_seed = []
     for seed in seeds:
-        path = scores_dir / system / f"seed{seed}.jsonl"
+        path = scores_path(scores_dir, system, seed)
         if not path.is_file():
             raise UserError(f"{path}: no scores for system {system!r} seed {seed} "
                             "(run: dvc repro evaluate)")
@@ -72,13 +81,14 @@ def load_scores(scores_dir: Path, system: str, seeds: list[int]) -> list[dict[st
     return per_seed
 
 
-def precisions(scores_dir: Path, systems: list[str], seeds: list[int]) -> dict[str, str]:
+def precisions(scores_dir: Path | list[Path], systems: list[str],
+               seeds: list[int]) -> dict[str, str]:
     """Per system, the precision its scores were computed in (evaluate writes it on every
     row): one for all its seeds, or an error naming the file."""
     found: dict[str, str] = {}
     for system in systems:
         for seed in seeds:
-            path = scores_dir / system / f"seed{seed}.jsonl"
+            path = scores_path(scores_dir, system, seed)
             for number, row in enumerate(read_jsonl(path, {"precision": str}), start=1):
                 if found.setdefault(system, row["precision"]) != row["precision"]:
                     raise UserError(f"{path}:{number}: precision {row['precision']!r}, but "
@@ -269,7 +279,7 @@ def verdict(family: list[dict], judge: dict | None, config: CompareConfig) -> di
                        "criteria": strong}}
 
 
-def compare_domain(scores_dir: Path, systems: list[str], seeds: list[int],
+def compare_domain(scores_dir: Path | list[Path], systems: list[str], seeds: list[int],
                    table: dict[str, tuple[str, bool, str]], judge: dict | None,
                    config: CompareConfig, primary: PrimaryHypotheses) -> dict:
     for system in [config.reference, *config.against, config.lora_system,
@@ -281,7 +291,7 @@ def compare_domain(scores_dir: Path, systems: list[str], seeds: list[int],
     for system, per_seed in loaded.items():
         for seed, rows in zip(seeds, per_seed, strict=True):
             if sorted(rows) != prompts:
-                raise UserError(f"{scores_dir / system / f'seed{seed}.jsonl'}: holds other "
+                raise UserError(f"{scores_path(scores_dir, system, seed)}: holds other "
                                 f"prompts than {config.reference} seed {seeds[0]}")
     summary = {system: {metric: summarise(per_seed, prompts, metric, config)
                         for metric in table} for system, per_seed in loaded.items()}
@@ -364,8 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=stage_help(__doc__, (CompareConfig, "compare")),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--domain", required=True)
-    parser.add_argument("--scores", required=True,
-                        help="directory of per-prompt scores: <system>/seed<S>.jsonl")
+    parser.add_argument("--scores", required=True, nargs="+", type=Path,
+                        help="directory of per-prompt scores: <system>/seed<S>.jsonl; with "
+                        "several, each system's from the first that holds it")
     parser.add_argument("--judge", required=True, help="the judge stage's metrics JSON")
     parser.add_argument("--out", required=True, help="comparison JSON to write (everything)")
     parser.add_argument("--summary", required=True,
@@ -384,8 +395,8 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"{args.judge}: cannot read the judge's metrics ({err})") from None
     judge = judge if judge.get("enabled") else None
     result = {"domain": args.domain,
-              "precision": precisions(Path(args.scores), systems, seeds),
-              **compare_domain(Path(args.scores), systems, seeds, table, judge, config,
+              "precision": precisions(args.scores, systems, seeds),
+              **compare_domain(args.scores, systems, seeds, table, judge, config,
                                primary)}
 
     from polychromic import tracking

@@ -45,7 +45,19 @@ def load_run(metrics: Path, scores: Path, knob: str | None = None) -> dict:
             "temperature": sampling.get("temperature"), "scores": read_jsonl(scores, {"id": str})}
 
 
+def defined(point: dict, *metrics: str) -> bool:
+    return all(point[m]["mean"] is not None for m in metrics)
+
+
+def error_bar(point: dict, metric: str) -> list[list[float]] | None:
+    """matplotlib's asymmetric error bar from the point's CI; none where it has no CI."""
+    mean, ci = point[metric]["mean"], point[metric]["ci95"]
+    return None if ci is None else [[mean - ci[0]], [ci[1] - mean]]
+
+
 def figure(points: list[dict], x: str, domain: str) -> bytes:
+    """A metric undefined at a point (pass@10 with fewer than 10 samples) leaves it out of
+    that panel."""
     import io
 
     import matplotlib
@@ -56,8 +68,10 @@ def figure(points: list[dict], x: str, domain: str) -> bytes:
     for ax, y in zip(axes, QUALITY, strict=True):
         for (system, knob) in sorted({(p["system"], p["knob"]) for p in points
                                       if p["knob"] != "evaluated"}):
-            line = sorted((p for p in points if (p["system"], p["knob"]) == (system, knob)),
-                          key=lambda p: p["value"])
+            line = sorted((p for p in points if (p["system"], p["knob"]) == (system, knob)
+                           and defined(p, x, y)), key=lambda p: p["value"])
+            if not line:
+                continue
             xs = [p[x]["mean"] for p in line]
             ys = [p[y]["mean"] for p in line]
             label = f"{system.replace('baseline', 'LoRA')} ({knob.replace('_', ' ')})"
@@ -66,10 +80,8 @@ def figure(points: list[dict], x: str, domain: str) -> bytes:
             for p, px, py in zip(line, xs, ys, strict=True):
                 ax.annotate(f"{p['value']:g}", (px, py), textcoords="offset points",
                             xytext=(3, 3), fontsize=6)
-        for p in (p for p in points if p["knob"] == "evaluated"):
-            ax.errorbar(p[x]["mean"], p[y]["mean"],
-                        xerr=[[p[x]["mean"] - p[x]["ci95"][0]], [p[x]["ci95"][1] - p[x]["mean"]]],
-                        yerr=[[p[y]["mean"] - p[y]["ci95"][0]], [p[y]["ci95"][1] - p[y]["mean"]]],
+        for p in (p for p in points if p["knob"] == "evaluated" and defined(p, x, y)):
+            ax.errorbar(p[x]["mean"], p[y]["mean"], xerr=error_bar(p, x), yerr=error_bar(p, y),
                         fmt="*" if p["system"].endswith("_matched") else "s", markersize=8,
                         color=COLOURS.get(p["system"], "black"), capsize=2, elinewidth=0.8,
                         label=f"{p['system'].replace('baseline', 'LoRA')} (evaluated, "

@@ -49,9 +49,11 @@ def main(argv: list[str] | None = None) -> None:
     params = read_params()
     domain_class(args.domain)
     metric = load_section(PrimaryHypotheses, params, f"{args.domain}.primary").diversity
-    files = sorted(args.lora.glob("*.json"))
+    # the grid only: the folder also holds LoRA at its evaluated setting (evaluated.json)
+    files = sorted(args.lora.glob("temperature-*.json"))
     if len(files) < 2:
-        raise UserError(f"{args.lora}: LoRA's val metrics at two temperatures at least")
+        raise UserError(f"{args.lora}: LoRA's val metrics at two temperatures at least "
+                        "(temperature-<T>.json)")
     curve = [diversity_of(path, metric) for path in files]
     temperature, target = diversity_of(args.reference, metric)
     match = matched_temperature(curve, target)

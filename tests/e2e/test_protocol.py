@@ -4,13 +4,11 @@ matched comparison in the primary family, and Figure 3's frontiers; every stage 
 the params it reads, and the root pipeline is left as it was."""
 
 import json
-import os
 
 import pytest
 import yaml
 
-from polychromic.config import TRACE_ENV
-from tests.helpers import REPO, pipeline_repository, sh, tiny_pipeline_params, undeclared_params
+from tests.helpers import REPO, pipeline_repository, repro_study, sh, tiny_pipeline_params
 
 TEMPERATURES = [0.5, 0.7, 0.9, 1.1, 1.3]
 
@@ -34,17 +32,7 @@ def protocol_repository(tmp_path, model_dir):
 def test_the_protocol_runs_and_compares_at_matched_diversity(tmp_path, tiny_model_dir):
     repo, _ = protocol_repository(tmp_path, tiny_model_dir)
     sh(repo, "python", "-m", "polychromic.commands.protocol")
-    sh(repo, "dvc", "repro", timeout=1800)  # the root pipeline (the protocol reads it)
-    root_lock = (repo / "dvc.lock").read_text()
-    trace = tmp_path / "params-read.jsonl"
-    os.environ[TRACE_ENV] = str(trace)
-    try:
-        sh(repo, "dvc", "repro", "studies/protocol/dvc.yaml", timeout=1800)
-    finally:
-        os.environ.pop(TRACE_ENV)
-    assert undeclared_params(repo, trace, (".", "studies/protocol")) == []
-    assert (repo / "dvc.lock").read_text() == root_lock  # the root pipeline untouched
-    study = repo / "studies/protocol"
+    study = repro_study(repo, "protocol", tmp_path / "params-read.jsonl")
 
     matched = json.loads((study / "metrics/qa/matched.json").read_text())
     assert matched["metric"] == "distinct_classes" and matched["split"] == "val"
@@ -74,6 +62,6 @@ def test_the_protocol_runs_and_compares_at_matched_diversity(tmp_path, tiny_mode
     assert knobs.count(("baseline_matched", "evaluated")) == 1
     assert set(frontier["reference_vs_frontier"]) == {"baseline temperature",
                                                       "baseline adapter_scale"}
-    assert (study / "plots/qa/frontier/figure3.png").read_bytes()[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+    assert (study / "plots/qa/frontier/figure3.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sh(repo, "dvc", "status", "studies/protocol/dvc.yaml").strip().endswith(
         "Data and pipelines are up to date.")

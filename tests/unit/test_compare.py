@@ -367,3 +367,28 @@ def test_pass_at_k_and_quality_are_tested_against_the_matched_system():
     # without it, everything is against LoRA
     plain = compare.primary_analysis(a, lora, metric_table(KS), primary, CompareConfig())
     assert {h["against"] for h in plain} == {"baseline"}
+
+
+def test_several_score_folders_take_each_system_from_the_first_that_holds_it(tmp_path):
+    """A sweep arm compares its own polychromic with the default run's other systems:
+    the result is the one for a single folder holding the same files."""
+    prompts = fixture(tmp_path / "run")
+    arm = tmp_path / "arm"
+    write_scores(arm, "polychromic", 1, {"semantic": [0.9] * len(prompts)}, prompts)
+    write_scores(arm, "polychromic", 2, {"semantic": [0.8] * len(prompts)}, prompts)
+    both = compare_domain([arm, tmp_path / "run"], SYSTEMS, [1, 2], metric_table(KS), None,
+                          CompareConfig(), PRIMARY)
+    merged = tmp_path / "merged"
+    for system in SYSTEMS:
+        source = (arm if system == "polychromic" else tmp_path / "run") / system
+        (merged / system).mkdir(parents=True)
+        for path in source.iterdir():
+            (merged / system / path.name).write_bytes(path.read_bytes())
+    single = compare_domain(merged, SYSTEMS, [1, 2], metric_table(KS), None,
+                            CompareConfig(), PRIMARY)
+    assert both == single
+    assert both["systems"]["polychromic"]["semantic"]["mean"] == pytest.approx(0.85)
+    assert compare.scores_path([arm, tmp_path / "run"], "baseline", 1) == (
+        tmp_path / "run" / "baseline" / "seed1.jsonl")
+    assert compare.scores_path([arm, tmp_path / "run"], "nobody", 1) == (
+        arm / "nobody" / "seed1.jsonl")  # named in the error: the first folder

@@ -120,7 +120,8 @@ def test_a_seal_is_written_once(tmp_path, monkeypatch):
 def test_the_protocol_params_are_params_yaml_with_the_overlay(monkeypatch):
     """studies/protocol/params.yaml is written by `polychromic protocol`: a change to
     params.yaml that it has not seen fails here."""
-    from polychromic.commands.protocol import laid_over, protocol_params
+    from polychromic.commands.protocol import protocol_params
+    from polychromic.studies import laid_over
 
     monkeypatch.chdir(REPO)
     assert (REPO / "studies/protocol/params.yaml").read_text() == protocol_params(), (

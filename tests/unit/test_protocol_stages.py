@@ -32,10 +32,14 @@ def metrics_file(path, system, temperature, diversity, pass1=0.2, scale=1.0):
 def test_match_writes_the_interpolated_temperature(project):
     for t, v in [(0.5, 2.0), (0.7, 3.0), (0.9, 5.0), (1.1, 6.0), (1.3, 6.5)]:
         metrics_file(project / f"val/baseline/temperature-{t}.json", "baseline", t, v)
+    # LoRA at its evaluated setting shares the folder (the protocol's val_reference) and is
+    # not a point of the grid
+    metrics_file(project / "val/baseline/evaluated.json", "baseline", 0.7, 9.0)
     metrics_file(project / "val/polychromic.json", "polychromic", 0.7, 4.0)
     match.main(["--domain", "qa", "--lora", "val/baseline", "--reference",
                 "val/polychromic.json", "--out", "matched.json"])
     result = json.loads((project / "matched.json").read_text())
+    assert [t for t, _ in result["curve"]] == [0.5, 0.7, 0.9, 1.1, 1.3]
     assert result["temperature"] == 0.8 and result["target"] == 4.0  # halfway from 3 to 5
     assert result["metric"] == "distinct_classes" and result["outside"] is None
     assert result["curve"][0] == [0.5, 2.0]
@@ -116,3 +120,27 @@ def test_frontier_draws_figure_3_and_places_polychromic(project):
     csv = (project / "plots/figure3.csv").read_text().splitlines()
     assert csv[0].startswith("system,knob,value,distinct_classes,distinct_classes_low")
     assert len(csv) == 8
+
+
+def test_frontier_leaves_an_undefined_metric_out_of_its_panel(project):
+    """pass@10 is undefined with fewer than 10 samples a prompt: the figure and the csv
+    still come out, with its cells empty and no line in its panel."""
+    for t, v in [(0.5, 2.0), (0.9, 4.0)]:
+        metrics_file(project / "points/baseline" / f"temperature-{t}.json", "baseline", t, v)
+        scores_file(project / "point_scores/baseline" / f"temperature-{t}.jsonl",
+                    [{"id": f"q{i}", "distinct_classes": v, "semantic": 0.5, "pass@1": 0.2,
+                      "pass@10": None} for i in range(3)])
+    metrics_file(project / "evaluated/polychromic/seed42.json", "polychromic", 0.7, 3.0)
+    scores_file(project / "evaluated_scores/polychromic/seed42.jsonl",
+                [{"id": f"q{i}", "distinct_classes": 3.0, "semantic": 0.6, "pass@1": 0.3,
+                  "pass@10": None} for i in range(3)])
+    frontier.main(["--domain", "qa", "--points", "points", "--point-scores", "point_scores",
+                   "--evaluated", "evaluated", "--evaluated-scores", "evaluated_scores",
+                   "--out", "frontier.json", "--plots", "plots"])
+    result = json.loads((project / "frontier.json").read_text())
+    verdict = result["reference_vs_frontier"]["baseline temperature"]
+    assert verdict["pass@10"] == {"gap": None, "clears": None}
+    assert verdict["pass@1"]["gap"] == pytest.approx(0.1)
+    assert (project / "plots/figure3.png").read_bytes()[:4] == b"\x89PNG"
+    rows = (project / "plots/figure3.csv").read_text().splitlines()[1:]
+    assert all(row.endswith(",,,") for row in rows)  # pass@10 and its CI: empty

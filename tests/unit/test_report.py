@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from polychromic import ablation
 from polychromic.commands import ablations
 from polychromic.config import UserError
 from polychromic.metrics import pass_at_k
@@ -54,7 +55,7 @@ def test_table1_text_markdown_with_verdict_and_latex():
     data = comparison(semantic=0.003)
     md = report.table1_text(data, SYSTEMS, tex=False) + report.verdict_markdown(data)
     assert "| System | *Diversity*<br>Self-BLEU ↓ | Semantic div. | *Quality*<br>ROUGE-L |" in md
-    assert "over 3 test prompts" in md and "2 seed(s) (1, 2)" in md and "(one-sided: " \
+    assert "over 3 dev prompts" in md and "2 seed(s) (1, 2)" in md and "(one-sided: " \
         "polychromic better), p-values Holm-corrected within their family." in md
     assert "- Minimum bar: **not met**" in md and "- Strong bar: **met**" in md
     assert "## Verdict (primary family only)" in md
@@ -199,7 +200,7 @@ def test_ablation_rows_from_recorded_exp_show():
     assert [r["name"] for r in rows] == ["main", "0d06e7d", "osmic-ears", "muzzy-kaka",
                                          "acerb-cant", "muggy-alto"]
     assert [r["commit"] for r in rows] == ["032d025"] + ["0d06e7d"] * 5
-    params, others, metrics = ablations.columns(rows)
+    params, others, metrics = ablation.columns(rows)
     assert params == ["polychromic.diversity_weight", "polychromic.n_generations",
                       "polychromic.diversity_metric"]
     assert others == []
@@ -216,14 +217,14 @@ def test_ablation_rows_from_recorded_exp_show():
     comparisons = {rows[1]["rev"]: {"correction": "holm", "comparisons": [
         {"metric": "semantic", "a": "polychromic", "b": "baseline", "mean_difference": 0.012,
          "wilcoxon_p_holm": 0.0312}]}}
-    ablations.add_comparisons(rows, comparisons.get)
+    ablation.add_comparisons(rows, comparisons.get)
     assert rows[1]["metrics"]["semantic_vs_baseline"] == 0.012
     assert rows[1]["metrics"]["semantic_vs_baseline_p"] == 0.0312
     assert "semantic_vs_baseline" not in rows[0]["metrics"]
-    md = ablations.table2(rows, "replies", tex=False)
+    md = ablation.table2(rows, "replies", tex=False)
     assert "| Experiment | Commit | λ | N | diversity_metric | Seeds |" in md
     assert " | 0.012 | 0.031 |" in md
-    tex = ablations.table2(rows, "replies", tex=True)
+    tex = ablation.table2(rows, "replies", tex=True)
     assert r"$\lambda$ & N & diversity\_metric" in tex and r"$\Delta$ semantic" in tex
 
 
@@ -248,7 +249,7 @@ def test_ablation_rows_new_layout_queued_failed_and_changed_workspace():
     assert rows["muggy-alto"]["seeds"] == 2
     assert rows["muggy-alto"]["metrics"]["semantic"] == pytest.approx(0.55)
     assert rows["workspace"]["commit"] == "032d025"
-    table = ablations.table2(list(rows.values()), "replies", tex=False)
+    table = ablation.table2(list(rows.values()), "replies", tex=False)
     assert "| workspace | 032d025 | 0.3 | 3 | semantic | train.max_steps=99 |" in table
     assert "| broken (boom) |" in table and "| – |" in table
 
@@ -312,8 +313,8 @@ def test_figure2_points_per_experiment_with_the_reference_systems(tmp_path):
         "zero_shot": system(0.67, 0.10), "few_shot": {"semantic": {"mean": 0.7}}}}
     swept = {"systems": {"polychromic": system(0.90, 0.12)}}
     comparisons = {rows[0]["rev"]: head, rows[5]["rev"]: swept}
-    ablations.add_comparisons(rows, comparisons.get)
-    points = ablations.figure2_points(rows)
+    ablation.add_comparisons(rows, comparisons.get)
+    points = ablation.figure2_points(rows)
     # polychromic of each row that has a comparison (main at λ 0.3, muggy-alto at λ 0.1), then
     # LoRA and zero-shot from the first such row; few-shot lacks pass@1 and is left out
     assert [(p["label"], p["system"], p["lambda"]) for p in points] == [
@@ -321,9 +322,9 @@ def test_figure2_points_per_experiment_with_the_reference_systems(tmp_path):
         ("baseline (main)", "baseline", None), ("zero_shot (main)", "zero_shot", None)]
     assert points[1]["diversity"] == 0.90 and points[1]["diversity_low"] == pytest.approx(0.88)
     assert points[2]["pass@1_high"] == pytest.approx(0.24)
-    lines = ablations.figure2_csv(points).splitlines()
+    lines = ablation.figure2_csv(points).splitlines()
     assert lines[0] == ("label,system,lambda,seeds,metric,pass@1,pass@1_low,pass@1_high,"
                         "diversity,diversity_low,diversity_high")
     assert lines[2].startswith("muggy-alto,polychromic,0.1,1,semantic,0.120000,0.070000,")
     assert lines[3].startswith("baseline (main),baseline,,1,")
-    assert ablations.figure2_png(points, "replies")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert ablation.figure2_png(points, "replies")[:8] == b"\x89PNG\r\n\x1a\n"

@@ -20,6 +20,18 @@ from tests.helpers import REPO, interpolate, matrix_items
 PACKAGE = REPO / "polychromic"
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+# The studies' pipelines (studies/<name>/dvc.yaml): their package deps are ${root}/... (the
+# sweep's sweep stage: ${top}/...), whatever folder a stage runs in
+STUDY_ROOTS = {"root": "<root>", "top": "<root>"}
+
+
+def study(name: str) -> tuple[dict, dict, dict]:
+    folder = REPO / "studies" / name
+    return (yaml.safe_load((folder / "dvc.yaml").read_text())["stages"],
+            yaml.safe_load((folder / "params.yaml").read_text()), STUDY_ROOTS)
+
+
+PIPELINES = {"root": (STAGES, PARAMS, {}), "protocol": study("protocol"), "sweep": study("sweep")}
 STAGE_MODULES = {p.stem for p in (PACKAGE / "stages").glob("*.py") if p.stem != "__init__"}
 COMMAND_MODULES = {p.stem for p in (PACKAGE / "commands").glob("*.py") if p.stem != "__init__"}
 LAYERED = {PACKAGE / "stages" / f"{m}.py" for m in STAGE_MODULES} | {
@@ -85,52 +97,69 @@ def covered(path: Path, deps: list[str]) -> bool:
     return any(relative == dep or relative.startswith(dep.rstrip("/") + "/") for dep in deps)
 
 
-def stage_module(stage: dict) -> str:
-    return re.search(r"python -m (polychromic\.stages\.\w+)", stage["cmd"]).group(1)
+def stage_modules(stage: dict) -> list[str]:
+    """The stage modules its command runs (a protocol stage may run generate, then evaluate)."""
+    commands = [stage["cmd"]] if isinstance(stage["cmd"], str) else stage["cmd"]
+    return [m for command in commands
+            for m in re.findall(r"python -m (polychromic\.stages\.\w+)", command)]
+
+
+def source_deps(pipeline: str, stage: dict, item: dict) -> list[str]:
+    """The stage's deps on the package, repository-relative (a protocol dep is
+    ${root}/polychromic/...); its other deps are outputs of earlier stages."""
+    _, params, variables = PIPELINES[pipeline]
+    deps = [interpolate(dep, item, {**params, **variables}) for dep in stage["deps"]]
+    if variables:
+        deps = [dep.removeprefix("<root>/") for dep in deps if dep.startswith("<root>/")]
+    return [dep for dep in deps if dep.startswith("polychromic/")]
 
 
 def item_runs(stage: dict, item: dict) -> set[Path]:
-    runs = set(closure(stage_module(stage)))
+    runs = {path for module in stage_modules(stage) for path in closure(module)}
     if "domain" in item and module_file("polychromic.domains") in runs:
         runs |= closure(f"polychromic.domains.{item['domain']}")  # found by name at run time
         runs |= set((PACKAGE / "domains" / item["domain"]).rglob("*"))  # its data files
     return runs
 
 
-CASES = [(name, item) for name, stage in STAGES.items() for item in matrix_items(stage, PARAMS)]
+CASES = [(pipeline, name, item) for pipeline, (stages, params, _) in PIPELINES.items()
+         for name, stage in stages.items() for item in matrix_items(stage, params)]
 
 
-@pytest.mark.parametrize("name,item", CASES, ids=[f"{n}-{i}" for n, i in CASES])
-def test_stage_deps_cover_every_file_it_runs(name, item):
-    stage = STAGES[name]
-    deps = [interpolate(dep, item) for dep in stage["deps"]]
+@pytest.mark.parametrize("pipeline,name,item", CASES,
+                         ids=[f"{p}:{n}-{i}" for p, n, i in CASES])
+def test_stage_deps_cover_every_file_it_runs(pipeline, name, item):
+    stage = PIPELINES[pipeline][0][name]
+    deps = source_deps(pipeline, stage, item)
     runs = {p for p in item_runs(stage, item) if p.is_file() and "__pycache__" not in p.parts}
     missing = sorted(p.relative_to(REPO).as_posix() for p in runs if not covered(p, deps))
-    assert not missing, f"{name} {item}: runs files that are not in its deps: {missing}"
+    assert not missing, f"{pipeline}:{name} {item}: runs files that are not in its deps: {missing}"
     for dep in deps:  # every source dep exists (other deps are outputs of earlier stages)
-        if dep.startswith("polychromic/"):
-            assert (REPO / dep).exists(), f"{name}: dep {dep} does not exist"
+        assert (REPO / dep).exists(), f"{pipeline}:{name}: dep {dep} does not exist"
 
 
-@pytest.mark.parametrize("name", sorted(STAGES))
-def test_every_source_dep_is_run_by_some_item_of_its_stage(name):
+STAGE_NAMES = [(pipeline, name) for pipeline, (stages, _, _) in PIPELINES.items()
+               for name in stages]
+
+
+@pytest.mark.parametrize("pipeline,name", STAGE_NAMES, ids=[f"{p}:{n}" for p, n in STAGE_NAMES])
+def test_every_source_dep_is_run_by_some_item_of_its_stage(pipeline, name):
     """A dep that no matrix item runs reruns the stage for nothing; one that only some items
     run (a library only one domain imports) is listed for what it is."""
-    stage = STAGES[name]
-    items = matrix_items(stage, PARAMS)
+    stages, params, _ = PIPELINES[pipeline]
+    stage = stages[name]
+    items = matrix_items(stage, params)
     unused, partly = [], []
-    for dep in stage["deps"]:
-        if not dep.startswith("polychromic/"):
-            continue
-        users = [item for item in items
-                 if any(covered(p, [interpolate(dep, item)]) for p in item_runs(stage, item))]
+    for dep in {dep for item in items for dep in source_deps(pipeline, stage, item)}:
+        users = [item for item in items if dep in source_deps(pipeline, stage, item)
+                 and any(covered(p, [dep]) for p in item_runs(stage, item))]
         if not users:
             unused.append(dep)
         elif len(users) < len(items):
             partly.append(f"{dep} (by {len(users)} of {len(items)} items)")
-    assert not unused, f"{name}: deps no item runs: {unused}"
+    assert not unused, f"{pipeline}:{name}: deps no item runs: {sorted(unused)}"
     if partly:
-        print(f"{name}: deps only some items run: {', '.join(partly)}")
+        print(f"{pipeline}:{name}: deps only some items run: {', '.join(sorted(partly))}")
 
 
 def test_the_closure_sees_lazy_imports_and_the_domain_package():
@@ -153,11 +182,9 @@ def test_no_module_imports_a_stage_or_a_command(path):
 
 
 def test_every_stage_module_is_a_stage():
-    """Of dvc.yaml or of the protocol's pipeline (studies/protocol/dvc.yaml, whose stages
-    depend on the whole package)."""
-    protocol = (REPO / "studies/protocol/dvc.yaml").read_text()
-    used = {stage_module(s).rsplit(".", 1)[1] for s in STAGES.values()} | set(
-        re.findall(r"python -m polychromic\.stages\.(\w+)", protocol))
+    """Of dvc.yaml or of a study's pipeline (studies/<name>/dvc.yaml)."""
+    used = {module.rsplit(".", 1)[1] for stages, _, _ in PIPELINES.values()
+            for stage in stages.values() for module in stage_modules(stage)}
     assert used == STAGE_MODULES
 
 
