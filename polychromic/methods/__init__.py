@@ -3,10 +3,12 @@
 A method is one module that calls `register(Method(...))` at import time: its name (the
 system name in params.yaml's `methods`, the train stage's `--method`), the dataclass of its
 params section (the section named like the method; a `NoSettings` for none), how to build
-its Trainer, and which per-example fields its batches carry beyond the tokens. Every module
-of this package is imported below, so adding a method is one module here plus its params
-section and its name in `methods` (docs/methods.md; tests/integration/test_method_contract.py
-adds one in a test).
+its Trainer, and which per-example fields its batches carry beyond the tokens. The module is
+named like the method and imported when the method is first asked for (as a domain's
+package is), so a run imports only the methods it trains, and adding a method reruns no
+other method's stages. Adding a method is one module here plus its params section and its
+name in `methods` (docs/methods.md; tests/integration/test_method_contract.py registers one
+in a test).
 
 Everything around the Trainer (data, LoRA, schedule, callbacks, saving, MLflow, resuming) is
 the same for every method and lives in `training.py`; `build_trainer` below is the one place
@@ -15,6 +17,8 @@ that assembles a Trainer, for the train stage, the benchmark and the signal meas
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,11 +56,22 @@ def register(method: Method) -> Method:
     return method
 
 
+def method_modules() -> list[str]:
+    """The modules of this package, each a method of its name (not imported)."""
+    return sorted(module.name for module in pkgutil.iter_modules(__path__))
+
+
 def known_methods() -> list[str]:
-    return sorted(_REGISTRY)
+    """This package's methods and any registered in this process."""
+    return sorted({*method_modules(), *_REGISTRY})
 
 
 def get_method(name: str) -> Method:
+    if name not in _REGISTRY and name in method_modules():
+        importlib.import_module(f"{__name__}.{name}")
+        if name not in _REGISTRY:
+            raise ValueError(f"polychromic/methods/{name}.py registers no method named "
+                             f"{name!r} (a method's module is named like the method)")
     if name not in _REGISTRY:
         raise UserError(f"params.yaml: 'methods' names unknown method {name!r} "
                         f"(known: {', '.join(known_methods())})")
@@ -87,15 +102,3 @@ def build_trainer(name: str, model, args, train_set, eval_set, callbacks, option
         model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
         data_collator=PackCollator(method.batch_fields), callbacks=callbacks,
         compute_loss_func=causal_lm_loss, **options)
-
-
-def _import_all() -> None:
-    """Import every module of this package: each registers its method."""
-    import importlib
-    import pkgutil
-
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-
-
-_import_all()

@@ -49,15 +49,10 @@ def module_file(name: str) -> Path | None:
 
 
 def imports_of(path: Path) -> set[str]:
-    """Every module in the package that `path` imports, at any depth of its code; a package
-    that imports all its modules by discovery (pkgutil.iter_modules: the method registry)
-    imports each of them."""
+    """Every module in the package that `path` imports, at any depth of its code (a domain or
+    a method, imported by name at run time: `item_runs`)."""
     found = set()
     text = path.read_text(encoding="utf-8")
-    if path.name == "__init__.py" and "pkgutil.iter_modules" in text:
-        package = ".".join(path.parent.relative_to(REPO).parts)
-        found |= {f"{package}.{p.stem}" for p in path.parent.glob("*.py")
-                  if p.stem != "__init__"}
     for node in ast.walk(ast.parse(text)):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
@@ -119,6 +114,11 @@ def item_runs(stage: dict, item: dict) -> set[Path]:
     if "domain" in item and module_file("polychromic.domains") in runs:
         runs |= closure(f"polychromic.domains.{item['domain']}")  # found by name at run time
         runs |= set((PACKAGE / "domains" / item["domain"]).rglob("*"))  # its data files
+    commands = [stage["cmd"]] if isinstance(stage["cmd"], str) else stage["cmd"]
+    method = re.search(r"--method (\S+)", " ".join(commands))
+    if method and module_file("polychromic.methods") in runs:  # imported by name too
+        runs |= closure("polychromic.methods." + method.group(1).replace(
+            "${item.method}", str(item.get("method"))))
     return runs
 
 
@@ -165,7 +165,10 @@ def test_every_source_dep_is_run_by_some_item_of_its_stage(pipeline, name):
 def test_the_closure_sees_lazy_imports_and_the_domain_package():
     """The helper itself, on known facts: train imports the methods, and the code domain
     imports its sandbox and the contract."""
-    assert PACKAGE / "methods" / "polychromic.py" in closure("polychromic.stages.train")
+    assert PACKAGE / "methods" / "__init__.py" in closure("polychromic.stages.train")
+    assert PACKAGE / "methods" / "polychromic.py" not in closure("polychromic.stages.train")
+    assert PACKAGE / "methods" / "polychromic.py" in item_runs(
+        STAGES["train"], {"domain": "qa", "method": "polychromic", "seed": 42})
     code = closure("polychromic.domains.code")
     assert PACKAGE / "domains" / "code" / "sandbox.py" in code
     assert PACKAGE / "domains" / "__init__.py" in code
