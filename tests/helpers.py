@@ -476,6 +476,22 @@ def pipeline_repository(tmp_path: Path, params: dict,
     return repo, sh(repo, "git", "rev-parse", "HEAD").strip()
 
 
+def study_repository(tmp_path: Path, root: Path, files: dict[str, str]) -> Path:
+    """A copy at tmp_path/repo of `root`, a repository whose root pipeline is reproduced
+    (tests/e2e/conftest.py's `qa_root`), with a study's `files` (relative path -> text)
+    added and committed: each study's test starts from the same root outputs."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(root, repo, symlinks=True)
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "the study")
+    return repo
+
+
 def repro_study(repo: Path, name: str, trace: Path) -> Path:
     """`dvc repro` of the root pipeline (a study reads its outputs), then of
     studies/<name>/dvc.yaml with every stage noting the params it reads in `trace`: each

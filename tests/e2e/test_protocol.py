@@ -8,29 +8,18 @@ import json
 import pytest
 import yaml
 
-from tests.helpers import REPO, pipeline_repository, repro_study, sh, tiny_pipeline_params
-
-TEMPERATURES = [0.5, 0.7, 0.9, 1.1, 1.3]
-
-
-def protocol_repository(tmp_path, model_dir):
-    params = tiny_pipeline_params(model_dir, ["qa"])
-    params["qa"]["data"].update(train_per_family=4, val_per_family=2, dev_per_family=1)
-    params["generate"].update(n=4, batch_prompts=3)
-    params["evaluate"]["ks"] = [1, 4]
-    params["qa"]["primary"]["passk"] = "pass@4"  # 4 samples a prompt
-    params["frontier"].update(temperatures=TEMPERATURES, adapter_scales=[0.5])
-    overlay = yaml.safe_load((REPO / "studies/protocol/protocol.yaml").read_text())
-    overlay["seeds"] = [42, 7]
-    files = {"studies/protocol/dvc.yaml": (REPO / "studies/protocol/dvc.yaml").read_text(),
-             "studies/protocol/protocol.yaml": yaml.safe_dump(overlay)}
-    return pipeline_repository(tmp_path, params, files)
+from tests.e2e.conftest import STUDY_TEMPERATURES as TEMPERATURES
+from tests.helpers import REPO, repro_study, sh, study_repository
 
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_the_protocol_runs_and_compares_at_matched_diversity(tmp_path, tiny_model_dir):
-    repo, _ = protocol_repository(tmp_path, tiny_model_dir)
+def test_the_protocol_runs_and_compares_at_matched_diversity(tmp_path, qa_root):
+    overlay = yaml.safe_load((REPO / "studies/protocol/protocol.yaml").read_text())
+    overlay["seeds"] = [42, 7]
+    repo = study_repository(tmp_path, qa_root, {
+        "studies/protocol/dvc.yaml": (REPO / "studies/protocol/dvc.yaml").read_text(),
+        "studies/protocol/protocol.yaml": yaml.safe_dump(overlay)})
     sh(repo, "python", "-m", "polychromic.commands.protocol")
     study = repro_study(repo, "protocol", tmp_path / "params-read.jsonl")
 

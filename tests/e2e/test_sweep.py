@@ -8,21 +8,16 @@ import json
 import pytest
 import yaml
 
-from tests.helpers import REPO, pipeline_repository, repro_study, sh, tiny_pipeline_params
+from tests.helpers import REPO, repro_study, sh, study_repository
 
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_the_sweep_runs_each_arm_and_draws_table_2(tmp_path, tiny_model_dir):
-    params = tiny_pipeline_params(tiny_model_dir, ["qa"])
-    params["qa"]["data"].update(train_per_family=4, val_per_family=2, dev_per_family=1)
-    params["generate"].update(n=4, batch_prompts=3)
-    params["evaluate"]["ks"] = [1, 4]
-    params["qa"]["primary"]["passk"] = "pass@4"
+def test_the_sweep_runs_each_arm_and_draws_table_2(tmp_path, qa_root):
     spec = {"common": {"domains": ["qa"], "seeds": [42]},
             "arms": {"lambda-0": {"polychromic": {"diversity_weight": 0.0}},
                      "lambda-1": {"polychromic": {"diversity_weight": 1.0}}}}
-    repo, _ = pipeline_repository(tmp_path, params, {
+    repo = study_repository(tmp_path, qa_root, {
         "studies/sweep/dvc.yaml": (REPO / "studies/sweep/dvc.yaml").read_text(),
         "studies/sweep/sweep.yaml": yaml.safe_dump(spec)})
     sh(repo, "python", "-m", "polychromic.commands.sweep")
@@ -37,7 +32,8 @@ def test_the_sweep_runs_each_arm_and_draws_table_2(tmp_path, tiny_model_dir):
     lambda1 = study / "arms/lambda-1/data/scores/qa/polychromic/seed42.jsonl"
     assert scores(lambda1) != scores(repo / "data/scores/qa/baseline/seed42.jsonl")
     comparison = json.loads((study / "arms/lambda-1/metrics/qa/comparison.json").read_text())
-    assert set(comparison["systems"]) == set(params["systems"])
+    root_params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert set(comparison["systems"]) == set(root_params["systems"])
 
     rows = json.loads((study / "metrics/qa/table2.json").read_text())
     assert [(r["name"], r["params"]["polychromic.diversity_weight"], r["seeds"])
