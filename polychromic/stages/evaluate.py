@@ -20,6 +20,10 @@ and tests):
 
 Undefined values (e.g. Distinct-3 of samples without trigrams) are null per prompt and
 counted under "undefined", never averaged in as 0.
+
+--generations may be a folder (a frontier's points, `generate --frontier`): each of its
+JSONL files is scored in turn with the encoders loaded once, --metrics and --scores then
+being folders that get <name>.json and <name>.jsonl.
 """
 
 from __future__ import annotations
@@ -146,13 +150,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--domain", required=True)
     parser.add_argument("--system", required=True)
     parser.add_argument("--seed", type=int, required=True, help="the training/sampling seed")
-    parser.add_argument("--generations", required=True, help="generations JSONL")
+    parser.add_argument("--generations", required=True,
+                        help="generations JSONL (or a folder of them)")
     parser.add_argument("--data", required=True, help="the domain's prepared splits directory "
                         "(the checker's records; val calibrates the replies checker)")
     parser.add_argument("--split", default="dev", choices=("dev", "val"),
                         help="the split the generations answer")
-    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
-    parser.add_argument("--scores", required=True, help="per-prompt scores JSONL to write")
+    parser.add_argument("--metrics", required=True, help="metrics JSON to write (a folder for "
+                        "a folder of generations)")
+    parser.add_argument("--scores", required=True, help="per-prompt scores JSONL to write (a "
+                        "folder for a folder of generations)")
     args = parser.parse_args(argv)
     params = read_params()
     config = load_section(EvaluateConfig, params, "evaluate")
@@ -165,8 +172,20 @@ def main(argv: list[str] | None = None) -> None:
     domain = load_domain(args.domain, params)
     records = {r["id"]: r for r in read_jsonl(Path(args.data, f"{args.split}.jsonl"),
                                               RECORD_FIELDS)}
-    rows = read_jsonl(args.generations, GENERATION_FIELDS)
-    precision = check_generations(args.generations, rows, records, config.ks)
+    generations = Path(args.generations)
+    if generations.is_dir():
+        files = sorted(generations.glob("*.jsonl"))
+        if not files:
+            raise UserError(f"{generations}: a folder without generations (*.jsonl)")
+        jobs = [(path, Path(args.metrics, f"{path.stem}.json"),
+                 Path(args.scores, f"{path.stem}.jsonl")) for path in files]
+    else:
+        jobs = [(generations, Path(args.metrics), Path(args.scores))]
+    checked = []
+    for path, metrics_out, scores_out in jobs:  # every file checked before any is scored
+        rows = read_jsonl(path, GENERATION_FIELDS)
+        checked.append((rows, check_generations(path, rows, records, config.ks), metrics_out,
+                        scores_out))
     val = read_jsonl(Path(args.data, "val.jsonl"), RECORD_FIELDS)
 
     from polychromic import tracking
@@ -177,24 +196,29 @@ def main(argv: list[str] | None = None) -> None:
                                         "evaluate.independent_model", device)
     bertscore_dir = (model_directory(config.bertscore_model, "evaluate.bertscore_model")
                      if "bertscore_f1" in domain.quality_metrics else None)
-    with domain.checker(val) as checker:
-        summary, scores = evaluate(rows, records, domain, checker, config, embed,
-                                   bertscore_dir, device, embed_independent)
-    summary = {"domain": args.domain, "system": args.system, "seed": args.seed,
-               "precision": precision,
-               "sampling": {key: rows[0].get(key) for key in SAMPLING_POINT}, **summary}
-    scores = [{**row, "precision": precision} for row in scores]
     trained = args.system.removesuffix("_matched") in methods
-    with tracking.mlflow_run("evaluate", args.domain, args.system, {"evaluate": asdict(config)},
-                             seed=args.seed, method=args.system if trained else "",
-                             precision=precision):
-        tracking.log_metrics({k: v for k, v in summary.items()
-                              if k not in ("checker", "seed", "sampling")}
-                             | {"checker.pass_rate": summary["checker"]["pass_rate"]})
-    write_jsonl(args.scores, scores, rounded=True)
-    write_json(args.metrics, summary)
-    print(f"{args.domain}/{args.system}: passk {summary['passk']}, diversity "
-          f"{summary['diversity']} -> {args.metrics}")
+    results = []
+    with domain.checker(val) as checker:  # built (and calibrated) once for every file
+        scored = [evaluate(rows, records, domain, checker, config, embed, bertscore_dir,
+                           device, embed_independent) for rows, *_ in checked]
+    for (rows, precision, metrics_out, scores_out), (summary, scores) in zip(
+            checked, scored, strict=True):
+        summary = {"domain": args.domain, "system": args.system, "seed": args.seed,
+                   "precision": precision,
+                   "sampling": {key: rows[0].get(key) for key in SAMPLING_POINT}, **summary}
+        scores = [{**row, "precision": precision} for row in scores]
+        with tracking.mlflow_run("evaluate", args.domain, args.system,
+                                 {"evaluate": asdict(config)}, seed=args.seed,
+                                 method=args.system if trained else "", precision=precision):
+            tracking.log_metrics({k: v for k, v in summary.items()
+                                  if k not in ("checker", "seed", "sampling")}
+                                 | {"checker.pass_rate": summary["checker"]["pass_rate"]})
+        results.append((summary, scores, metrics_out, scores_out))
+    for summary, scores, metrics_out, scores_out in results:
+        write_jsonl(scores_out, scores, rounded=True)
+        write_json(metrics_out, summary)
+        print(f"{args.domain}/{args.system}: passk {summary['passk']}, diversity "
+              f"{summary['diversity']} -> {metrics_out}")
 
 
 if __name__ == "__main__":

@@ -115,8 +115,9 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--domain", required=True)
     parser.add_argument("--points", required=True, type=Path,
-                        help="evaluate metrics of the frontier points: <system>/<knob>-<value>"
-                        ".json")
+                        help="evaluate metrics of the frontier points: <system>/<folder>/"
+                        "<knob>-<value>.json (a folder per knob, as generate --frontier "
+                        "writes)")
     parser.add_argument("--point-scores", required=True, type=Path,
                         help="their per-prompt scores, the same layout in .jsonl")
     parser.add_argument("--evaluated", required=True, type=Path,
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     x = load_section(PrimaryHypotheses, params, f"{args.domain}.primary").diversity
     config = load_section(CompareConfig, params, "compare")
     runs = [load_run(path, args.point_scores / path.relative_to(args.points).with_suffix(
-        ".jsonl")) for path in sorted(args.points.glob("*/*.json"))]
+        ".jsonl")) for path in sorted(args.points.glob("*/*/*.json"))]
     for path in sorted(args.evaluated.glob(f"*/seed{args.seed}.json")):
         run = load_run(path, args.evaluated_scores / path.parent.name / f"seed{args.seed}.jsonl",
                        knob="temperature")

@@ -7,6 +7,12 @@ the prompt format and the sampling settings (params `<domain>.sampling`); up to
 `batch_prompts` prompts and their n samples are sampled together (fewer when their cache
 would pass `cache_gb`), each prompt encoded once (`sampling.py`). Each row also records the
 reference outputs' log-likelihood under the system (for their perplexity).
+
+With --frontier (the protocol's frontiers and its val grid), one system is sampled at every
+temperature of params.yaml's `frontier.temperatures` (or every adapter scale of
+`frontier.adapter_scales`) in one process, each point to its own file in the --out folder,
+`temperature-<t>.jsonl` (`adapter_scale-<s>.jsonl`): the same rows as one run per point,
+without loading the model (and the Python stack) again for each.
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ from pathlib import Path
 
 from polychromic.config import UserError, load_section, read_params, require, run_main, stage_help
 from polychromic.domains import RECORD_FIELDS, Domain, Record, few_shot_examples, load_domain
-from polychromic.io import read_jsonl, write_jsonl
+from polychromic.io import atomic_path, read_jsonl, write_jsonl
 from polychromic.modeling import load_model, load_tokenizer, prompt_text
 from polychromic.runtime import runtime_config
 from polychromic.sampling import full_attention_only, sample_and_score
-from polychromic.settings import EvaluateConfig, GenerateConfig
+from polychromic.settings import EvaluateConfig, FrontierConfig, GenerateConfig
 
 PROMPTED = ("zero_shot", "few_shot")
+KNOBS = ("temperature", "adapter_scale")  # what --frontier sweeps
 
 
 def matched_temperature(path: Path) -> float:
@@ -124,6 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--adapter-scale", type=float, default=1.0,
                         help="the adapter's update times this (0: the base model; 1: as "
                         "trained; a frontier point)")
+    parser.add_argument("--frontier", choices=KNOBS,
+                        help="sample at each value of frontier.temperatures (temperature) or "
+                        "frontier.adapter_scales (adapter_scale), --out being a folder")
     args = parser.parse_args(argv)
     params = read_params()
     config = load_section(GenerateConfig, params, "generate")
@@ -140,9 +150,11 @@ def main(argv: list[str] | None = None) -> None:
         args.temperature = matched_temperature(args.temperature_from)
     if args.temperature is not None and not args.temperature > 0:
         raise UserError(f"--temperature {args.temperature}: must be > 0")
-    if not 0 <= args.adapter_scale <= 2 or (args.adapter_scale != 1 and args.adapter is None):
-        raise UserError(f"--adapter-scale {args.adapter_scale}: must be in [0, 2], and needs "
-                        "--adapter")
+    points = frontier_points(params, args.frontier, args.temperature, args.adapter_scale,
+                             Path(args.out))
+    for _, scale, _ in points:
+        if not 0 <= scale <= 2 or (scale != 1 and args.adapter is None):
+            raise UserError(f"adapter scale {scale}: must be in [0, 2], and needs --adapter")
 
     from tqdm import tqdm
 
@@ -155,15 +167,41 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = load_tokenizer(args.base)
     tokenizer.padding_side = "left"  # generation continues from the right edge
     runtime = runtime_config(params)
-    model = load_model(args.base, args.adapter, runtime, merge_adapter=True,
-                       adapter_scale=args.adapter_scale).eval()
-    with runtime.autocast(), tqdm(total=len(records), desc=f"generate {args.domain}/"
-                                  f"{args.system}", unit="prompt") as progress:
-        rows = generate_rows(model, tokenizer, domain, records, examples, config, args.system,
-                             args.seed, runtime.mixed_precision(), progress.update,
-                             args.temperature, args.adapter_scale)
-    write_jsonl(args.out, rows)
-    print(f"{args.domain}/{args.system}: {len(rows)} prompts x {config.n} samples -> {args.out}")
+    written, model, merged_scale = {}, None, None
+    for temperature, scale, out in points:
+        if scale != merged_scale:  # a scale is merged into the weights: load again
+            model = load_model(args.base, args.adapter, runtime, merge_adapter=True,
+                               adapter_scale=scale).eval()
+            merged_scale = scale
+        with runtime.autocast(), tqdm(total=len(records), desc=f"generate {args.domain}/"
+                                      f"{args.system} {out.stem}", unit="prompt") as progress:
+            written[out] = generate_rows(model, tokenizer, domain, records, examples, config,
+                                         args.system, args.seed, runtime.mixed_precision(),
+                                         progress.update, temperature, scale)
+    if args.frontier is None:
+        write_jsonl(args.out, written[Path(args.out)])
+    else:  # the folder appears whole or not at all
+        with atomic_path(args.out) as folder:
+            folder.mkdir()
+            for out, rows in written.items():
+                write_jsonl(folder / out.name, rows)
+    print(f"{args.domain}/{args.system}: {len(records)} prompts x {config.n} samples at "
+          f"{len(written)} point(s) -> {args.out}")
+
+
+def frontier_points(params: dict, knob: str | None, temperature: float | None, scale: float,
+                    out: Path) -> list[tuple[float | None, float, Path]]:
+    """(temperature, adapter scale, output file) of each point to sample: the one the
+    command line gives, or with `knob` each value of its frontier list (file
+    <knob>-<value>.jsonl in the folder `out`; the other knob as given)."""
+    if knob is None:
+        return [(temperature, scale, out)]
+    key = {"temperature": "temperatures", "adapter_scale": "adapter_scales"}[knob]
+    values = getattr(load_section(FrontierConfig, params, "frontier", only=(key,)), key)
+    require(len(values) > 0 and len(set(values)) == len(values), f"frontier.{key}",
+            "must list distinct values")
+    return [(value, scale, out / f"{knob}-{value}.jsonl") if knob == "temperature"
+            else (temperature, value, out / f"{knob}-{value}.jsonl") for value in values]
 
 
 if __name__ == "__main__":

@@ -98,8 +98,8 @@ def test_frontier_draws_figure_3_and_places_polychromic(project):
                      enumerate((-0.1, 0.0, 0.1))])
     for t, v, q in [(0.5, 2.0, 0.40), (0.7, 3.0, 0.35), (0.9, 4.0, 0.30), (1.1, 5.0, 0.25),
                     (1.3, 6.0, 0.20)]:
-        run("baseline", f"temperature-{t}", "baseline", t, 1.0, v, q)
-    run("baseline", "adapter_scale-0.5", "baseline", 0.7, 0.5, 2.5, 0.30)
+        run("baseline/temperatures", f"temperature-{t}", "baseline", t, 1.0, v, q)
+    run("baseline/adapter_scales", "adapter_scale-0.5", "baseline", 0.7, 0.5, 2.5, 0.30)
     evaluated = project / "evaluated" / "polychromic" / "seed42.json"
     metrics_file(evaluated, "polychromic", 0.7, 4.5, 0.33)
     scores_file(project / "evaluated_scores" / "polychromic" / "seed42.jsonl",
@@ -126,8 +126,9 @@ def test_frontier_leaves_an_undefined_metric_out_of_its_panel(project):
     """pass@10 is undefined with fewer than 10 samples a prompt: the figure and the csv
     still come out, with its cells empty and no line in its panel."""
     for t, v in [(0.5, 2.0), (0.9, 4.0)]:
-        metrics_file(project / "points/baseline" / f"temperature-{t}.json", "baseline", t, v)
-        scores_file(project / "point_scores/baseline" / f"temperature-{t}.jsonl",
+        metrics_file(project / "points/baseline/temperatures" / f"temperature-{t}.json",
+                     "baseline", t, v)
+        scores_file(project / "point_scores/baseline/temperatures" / f"temperature-{t}.jsonl",
                     [{"id": f"q{i}", "distinct_classes": v, "semantic": 0.5, "pass@1": 0.2,
                       "pass@10": None} for i in range(3)])
     metrics_file(project / "evaluated/polychromic/seed42.json", "polychromic", 0.7, 3.0)
