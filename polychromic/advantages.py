@@ -24,7 +24,7 @@ of its objective by enumerating every group of a toy policy.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from math import comb
+from math import comb, floor
 
 import numpy as np
 
@@ -80,8 +80,9 @@ def passk_advantages(correct: Sequence[bool | int], k: int) -> np.ndarray:
 
 
 def annealed_k(step: int, total_steps: int, k_start: int, k_end: int = 1) -> int:
-    """k at optimiser step `step` of `total_steps`: linear from k_start to k_end, rounded."""
+    """k at optimiser step `step` of `total_steps`: linear from k_start to k_end, rounded
+    half up."""
     if total_steps <= 1:
         return k_start
     fraction = min(max(step / (total_steps - 1), 0.0), 1.0)
-    return int(round(k_start + (k_end - k_start) * fraction))
+    return int(floor(k_start + (k_end - k_start) * fraction + 0.5))

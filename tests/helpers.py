@@ -279,7 +279,7 @@ def trainer_for(tmp_path: Path, tokenizer, model, data, polychromic, steps: int 
     collator = PadCollator(tokenizer.pad_token_id)
     return PolychromicTrainer(model=model, args=arguments(tmp_path, steps, lr),
                               train_dataset=data, data_collator=collator,
-                              polychromic=polychromic, tokenizer=tokenizer, embedder=embedder,
+                              term=polychromic, tokenizer=tokenizer, embedder=embedder,
                               sampling=domain_sampling())
 
 

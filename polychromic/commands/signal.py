@@ -35,10 +35,10 @@ from polychromic.config import UserError, override, read_params, run_main
 from polychromic.domains import load_domain
 from polychromic.io import write_json
 from polychromic.methods import build_trainer, method_options
-from polychromic.methods.polychromic import batch_examples, parameter_gradients
 from polychromic.modeling import load_model, load_tokenizer
 from polychromic.objective import AdvantageScaler
 from polychromic.runtime import runtime_config
+from polychromic.sampled_term import batch_examples, parameter_gradients
 from polychromic.settings import listed, train_config
 from polychromic.training import (
     add_lora,
@@ -103,7 +103,7 @@ def measure(trainer, batches: list[dict], draws: int, weight: float) -> list[dic
         samples, seconds = [], []
         for _ in range(draws):
             started = time.perf_counter()
-            term, _ = trainer.diversity_term(model, inputs, batch.get("record_index"))
+            term, _ = trainer.sampled_term(model, inputs, batch.get("record_index"))
             samples.append(flat_gradient(weight * term, params))
             seconds.append(time.perf_counter() - started)
         stacked = torch.stack(samples)

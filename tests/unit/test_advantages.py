@@ -122,5 +122,5 @@ def test_quality_diversity_hand_values():
 
 
 def test_annealed_k_runs_linearly_from_start_to_end():
-    assert [annealed_k(step, 5, 4) for step in range(5)] == [4, 3, 2, 2, 1]
+    assert [annealed_k(step, 5, 4) for step in range(5)] == [4, 3, 3, 2, 1]  # 2.5 -> 3
     assert annealed_k(0, 1, 4) == 4 and annealed_k(99, 10, 4, 2) == 2
