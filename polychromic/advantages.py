@@ -18,12 +18,23 @@ of its objective by enumerating every group of a toy policy.
   samples (Pass@k Training, Chen et al. 2025; PKPO, Walder & Karkhanis 2025):
   A_j = (k/n)(mean over the k-subsets holding j of their max - mean over those without j),
   in closed form. With k = 1 it is RLOO's (c_j - mean of the others) / n.
+- `set_objective_advantages`: J = E[f(S)] over sets S of s samples, f(S) = mean_{i∈S} q_i ·
+  (distinct classes in S) / s (the polychromic set objective, Hamid et al. 2025), with the
+  paper's shared set advantage: every member of a subset gets that subset's f - mean f over
+  all subsets (`objective.set_advantages`). The mean holds y_j, yet the estimate is
+  C(n-1, s) ∇J exactly (the mean of f over subsets is itself an unbiased estimate of J, so
+  its score-function term has expectation C(n-1, s-1) ∇J against C(n, s) ∇J for the sum);
+  divided by C(n-1, s) here, it is unbiased.
+- `subset_advantages`: the same J from the subsets with and without each sample,
+  (s/n)(mean_{S∋j} f - mean_{S∌j} f): unbiased too; pass@k is it with f = the best
+  correctness in S.
 - `annealed_k`: k from k_start down to k_end along training, to give pass@1 back its weight.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from itertools import combinations
 from math import comb, floor
 
 import numpy as np
@@ -77,6 +88,37 @@ def passk_advantages(correct: Sequence[bool | int], k: int) -> np.ndarray:
         without_j = 1.0 - comb(n - 1 - others_correct, k) / comb(n - 1, k)
         advantages.append(k / n * (with_j - without_j))
     return np.array(advantages)
+
+
+def subset_advantages(value: Callable[[tuple[int, ...]], float], n: int,
+                      size: int) -> np.ndarray:
+    """A_j = (size/n)(mean_{S∋j} value(S) - mean_{S∌j} value(S)) over the size-subsets of
+    range(n): unbiased for ∇E[value of `size` samples]. Needs n > size."""
+    if not 1 <= size < n:
+        raise ValueError(f"subsets of {size} need 1 <= size < n samples, got n = {n}")
+    values = {subset: value(subset) for subset in combinations(range(n), size)}
+    return np.array([size / n * (np.mean([v for s, v in values.items() if j in s])
+                                 - np.mean([v for s, v in values.items() if j not in s]))
+                     for j in range(n)])
+
+
+def set_value(qualities: Sequence[float], classes: Sequence, subset: Sequence[int]) -> float:
+    """f(S) = mean quality in S x the share of S's members that are distinct classes."""
+    return (float(np.mean([qualities[i] for i in subset]))
+            * len({classes[i] for i in subset}) / len(subset))
+
+
+def set_objective_advantages(qualities: Sequence[float], classes: Sequence,
+                             size: int) -> np.ndarray:
+    """The set objective's shared set advantages over the size-subsets, / C(n-1, size): an
+    unbiased estimate of ∇E[f(S)]. Needs n > size."""
+    from polychromic.objective import set_advantages
+
+    n = len(qualities)
+    if not 2 <= size < n:
+        raise ValueError(f"sets of {size} need 2 <= size < n samples, got n = {n}")
+    shares = set_advantages(lambda s: len({classes[i] for i in s}) / len(s), qualities, size)
+    return shares / comb(n - 1, size)
 
 
 def annealed_k(step: int, total_steps: int, k_start: int, k_end: int = 1) -> int:

@@ -63,6 +63,7 @@ def trainer_of(name, model_dir, tmp_path, checker, **settings):
     ("quality_diversity", {"advantage": "marginal"}, "quality_diversity_advantages"),
     ("quality_diversity", {"advantage": "darling"}, "darling_advantages"),
     ("passk", {"k": 2}, "passk_advantages"),
+    ("set_objective", {"set_size": 2}, "set_objective_advantages"),
 ])
 def test_each_method_asks_the_checker_about_its_samples(untied_model_dir, tmp_path,
                                                          monkeypatch, name, settings, expected):
@@ -82,6 +83,9 @@ def test_each_method_asks_the_checker_about_its_samples(untied_model_dir, tmp_pa
     groups = [samples for _, samples in asked[0]]
     if name == "passk":
         assert seen == [([len(s) % 2 == 0 for s in g], 2) for g in groups]
+    elif name == "set_objective":
+        assert seen == [([min(1.0, len(s) / 12) for s in g], [(s.split() or [""])[0] for s in g],
+                         2) for g in groups]
     else:
         assert seen == [([min(1.0, len(s) / 12) for s in g], [(s.split() or [""])[0] for s in g])
                         for g in groups]
@@ -94,7 +98,8 @@ def test_each_method_asks_the_checker_about_its_samples(untied_model_dir, tmp_pa
 
 
 def test_without_a_checker_they_refuse_to_build(untied_model_dir, tmp_path):
-    for name, settings in (("quality_diversity", {}), ("passk", {"k": 2})):
+    for name, settings in (("quality_diversity", {}), ("passk", {"k": 2}),
+                           ("set_objective", {"set_size": 2})):
         with pytest.raises(ValueError, match="needs the domain's checker"):
             trainer_of(name, untied_model_dir, tmp_path, None, **settings)
 

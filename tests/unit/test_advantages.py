@@ -20,6 +20,9 @@ from polychromic.advantages import (
     passk_advantages,
     quality_diversity,
     quality_diversity_advantages,
+    set_objective_advantages,
+    set_value,
+    subset_advantages,
 )
 
 N = 4
@@ -124,3 +127,46 @@ def test_quality_diversity_hand_values():
 def test_annealed_k_runs_linearly_from_start_to_end():
     assert [annealed_k(step, 5, 4) for step in range(5)] == [4, 3, 3, 2, 1]  # 2.5 -> 3
     assert annealed_k(0, 1, 4) == 4 and annealed_k(99, 10, 4, 2) == 2
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_set_objective_advantages_are_unbiased(size):
+    """J = E[f(S)] over sets of `size` samples: the exact expectation enumerates them."""
+    theta = logits()
+    logp = torch.log_softmax(theta, -1)
+    outcomes = range(len(QUALITY))
+    objective = sum(torch.exp(logp[list(s)].sum()) * set_value(
+        [QUALITY[y] for y in s], [CLASS[y] for y in s], range(size))
+        for s in itertools.product(outcomes, repeat=size))
+    exact = torch.autograd.grad(objective, theta)[0]
+    estimate = expected_estimate(theta, lambda g: set_objective_advantages(
+        [QUALITY[y] for y in g], [CLASS[y] for y in g], size))
+    torch.testing.assert_close(estimate, exact, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_the_subsets_with_and_without_each_sample_give_the_same_expectation(size):
+    theta = logits()
+    shared = expected_estimate(theta, lambda g: set_objective_advantages(
+        [QUALITY[y] for y in g], [CLASS[y] for y in g], size))
+    split = expected_estimate(theta, lambda g: subset_advantages(
+        lambda s: set_value([QUALITY[y] for y in g], [CLASS[y] for y in g], s), N, size))
+    torch.testing.assert_close(shared, split, rtol=1e-10, atol=1e-12)
+
+
+def test_set_hand_values():
+    # f(S) = mean q x distinct share; n = 3, sets of 2: {01}: .5 x .5, {02}: .75 x 1, {12}: .25
+    q, c = [1.0, 0.0, 0.5], ["a", "a", "b"]
+    assert set_value(q, c, (0, 1)) == 0.25 and set_value(q, c, (0, 2)) == 0.75
+    f = np.array([0.25, 0.75, 0.25])
+    centred = f - f.mean()
+    assert set_objective_advantages(q, c, 2) == pytest.approx(
+        np.array([centred[0] + centred[1], centred[0] + centred[2],
+                  centred[1] + centred[2]]) / comb(2, 2))
+
+
+def test_pass_at_k_is_the_subset_estimator_of_the_best_correctness():
+    correct = [1, 0, 0, 1, 0, 0]
+    for k in (1, 2, 4):
+        by_subsets = subset_advantages(lambda s: max(correct[i] for i in s), len(correct), k)
+        assert passk_advantages(correct, k) == pytest.approx(by_subsets)
