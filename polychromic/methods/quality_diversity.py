@@ -2,8 +2,7 @@
 reward multiplies each sample's quality by its diversity, as DARLING does (Li et al. 2025):
 r_i = q_i · div_i, where q_i is the domain checker's graded quality of sample i (the code
 evaluation scores with) and div_i the share of the prompt's other samples in another
-equivalence class (the checker's classes: behaviour for code, final answer for qa, meaning
-for replies). A sample that is right and unlike the others earns the most; a wrong one
+equivalence class. A sample that is right and unlike the others earns the most; a wrong one
 earns nothing however novel. No std normalisation.
 
 `advantage: marginal` (the default) gives each sample its contribution to the group's mean
@@ -11,11 +10,11 @@ reward, R(Y) - R(Y without it): the unbiased gradient of E[R] (`advantages.py`, 
 enumeration). `advantage: darling` is DARLING's own r_i - mean_j r_j, for comparison; it is
 the gradient of no fixed objective (tested biased).
 
-Replies' classes come from the checker's encoder (all-mpnet-base-v2), the independent
-encoder of evaluation's `semantic_independent`: trained on replies, that measure is no
-longer independent of this objective, and `distinct_classes` reads the reward. Read the
-replies results of this method on the measures it does not see (Self-BLEU, Distinct-n,
-`semantic`, pass@k).
+The classes are the checker's `reward_classes`: for code and qa evaluation's own (behaviour,
+final answer: exact sameness); for replies the same greedy partition on the reward's
+encoder (all-MiniLM-L6-v2), not on evaluation's independent all-mpnet-base-v2, so that
+`semantic_independent` stays a measure this objective does not see. (Replies'
+`distinct_classes` is MPNet's partition: near, not equal, to what is rewarded.)
 """
 
 from __future__ import annotations
@@ -54,14 +53,15 @@ class QualityDiversityTrainer(CheckedTermTrainer):
     def group_advantages(self, groups: list[list[str]],
                          record_index=None) -> tuple[list[np.ndarray], list[float]]:
         items = list(zip(self.records_of(record_index, len(groups)), groups, strict=True))
-        qualities, classes = self.checker.rewards(items), self.checker.classes(items)
+        qualities, classes = self.checker.rewards(items), self.checker.reward_classes(items)
         advantage = (quality_diversity_advantages if self.term.advantage == "marginal"
                      else darling_advantages)
         return ([advantage(q, c) for q, c in zip(qualities, classes, strict=True)],
                 [float(other_class_shares(c).mean()) for c in classes])
 
     def eval_scores(self, groups: list[list[str]]) -> list[float]:
-        classes = self.checker.classes(list(zip(self.eval_records, groups, strict=True)))
+        items = list(zip(self.eval_records, groups, strict=True))
+        classes = self.checker.reward_classes(items)
         return [float(other_class_shares(c).mean()) for c in classes]
 
 

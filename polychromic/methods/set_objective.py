@@ -1,15 +1,14 @@
 """Method `set_objective`: LoRA cross-entropy plus λ times the polychromic set objective
 (Hamid et al. 2025) as a score-function term: a set S of `set_size` samples scores
 f(S) = (its mean quality) x (its distinct classes / its size), with quality from the
-domain's checker and classes from the checker's equivalence classes (behaviour for code,
-final answer for qa, meaning for replies). From the n samples of a prompt every subset of
-`set_size` is scored, and every member of a subset gets the same set advantage,
+domain's checker and classes from its equivalence classes. From the n samples of a prompt
+every subset of `set_size` is scored, and every member of a subset gets the same set advantage,
 f(S) - mean f (deliberately not leave-one-out, as in the paper), summed over its subsets
 and divided by C(n-1, set_size): an unbiased estimate of ∇E[f] (`advantages.py`, tested by
 enumeration). A set earns most when its members are right and different.
 
-Replies' classes come from the evaluation's independent encoder: see `quality_diversity`'s
-note; read replies on the measures this objective does not see.
+Classes are the checker's `reward_classes` (see `quality_diversity`: on replies the reward's
+encoder, not evaluation's independent one).
 """
 
 from __future__ import annotations
@@ -41,13 +40,14 @@ class SetObjectiveTrainer(CheckedTermTrainer):
     def group_advantages(self, groups: list[list[str]],
                          record_index=None) -> tuple[list[np.ndarray], list[float]]:
         items = list(zip(self.records_of(record_index, len(groups)), groups, strict=True))
-        qualities, classes = self.checker.rewards(items), self.checker.classes(items)
+        qualities, classes = self.checker.rewards(items), self.checker.reward_classes(items)
         return ([set_objective_advantages(q, c, self.term.set_size)
                  for q, c in zip(qualities, classes, strict=True)],
                 [float(other_class_shares(c).mean()) for c in classes])
 
     def eval_scores(self, groups: list[list[str]]) -> list[float]:
-        classes = self.checker.classes(list(zip(self.eval_records, groups, strict=True)))
+        items = list(zip(self.eval_records, groups, strict=True))
+        classes = self.checker.reward_classes(items)
         return [float(other_class_shares(c).mean()) for c in classes]
 
 
