@@ -100,3 +100,87 @@ def block_of(text: str) -> str:
     if START not in text or END not in text:
         return ""
     return text.split(START, 1)[1].split(END, 1)[0].removeprefix("\n")
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: cannot read {what} ({err})") from None
+
+
+def matched_line(matched: dict) -> str:
+    where = {None: "", "below": " (below the grid: its lowest temperature)",
+             "above": " (above the grid: its highest temperature)"}.get(
+        matched.get("outside"), f" ({matched.get('outside')} the grid)")
+    curve = ", ".join(f"{t:g}: {fmt(v)}" for t, v in matched["curve"])
+    return (f"On val (seed 42), polychromic at temperature {matched['reference_temperature']:g} "
+            f"has {matched['metric']} {fmt(matched['target'])}; LoRA reaches it at temperature "
+            f"**{fmt(matched['temperature'])}**{where} (LoRA's curve: {curve}). LoRA at that "
+            "temperature is `baseline_matched`.")
+
+
+def frontier_table(frontier: dict) -> str:
+    """Polychromic (evaluated) against LoRA's frontiers: the gap in pass@1 and pass@10 at its
+    diversity, and whether its CI clears the line."""
+    def cell(entry: dict) -> str:
+        if entry.get("gap") is None:
+            return "– (outside the frontier)"
+        return f"{fmt(entry['gap'])} ({'clears' if entry['clears'] else 'does not clear'})"
+
+    rows = [[knob.replace("baseline", "LoRA").replace("_", " "), cell(v["pass@1"]),
+             cell(v["pass@10"])] for knob, v in frontier["reference_vs_frontier"].items()]
+    return md_table([f"{frontier['reference']} vs frontier", "pass@1 gap", "pass@10 gap"],
+                    rows, "lrr")
+
+
+def power_table(plan: dict) -> str:
+    """Per primary hypothesis: its val SD, prompts needed (per samples a prompt where that
+    matters), power with the sealed prompts, and what the plan chooses."""
+    rows = []
+    for h in plan["hypotheses"]:
+        needed, at = h["prompts_needed"], h.get("power_at_available")
+        if isinstance(needed, dict):
+            needed = ", ".join(f"{m}: {'–' if n is None else n}" for m, n in needed.items())
+            at = ("–" if at is None else ", ".join(f"{m}: {p:.0%}" for m, p in at.items()))
+        else:
+            at = "–" if at is None else f"{at:.0%}"
+        chosen = (f"margin {fmt(h['margin'])}, " + ("samples " + str(h["samples_chosen"])
+                                                      if h.get("samples_chosen") else
+                                                      "no samples suffice; reachable margin "
+                                                      + (f"{h['margin_share_reachable']:.1%}"
+                                                         if h.get("margin_share_reachable")
+                                                         is not None else "–"))
+                  if h["test"] == "non-inferiority" else f"d_z {h['effect_dz']}")
+        rows.append([h["metric"], h["test"], h["against"], fmt(h["val_sd_difference"]),
+                     str(needed), at, chosen])
+    header = ["Metric", "Test", "Against", "Val SD of diff.", "Prompts needed",
+              f"Power with {plan['available']} sealed", "Plan"]
+    return md_table(header, rows, "lllrrrl")
+
+
+def protocol_page(domains: list[str], metrics_root: Path, plots: str) -> str:
+    """docs/protocol-results.md: per domain, the matched temperature, the primary family on
+    dev (three seeds, pass@k and quality against LoRA at the matched temperature), Figure 3's
+    verdicts and the power plan for the confirmation run. `plots`: the study's plots folder
+    as the page links it."""
+    parts = ["# Protocol results\n",
+             "Written by the protocol's `results` stage from `studies/protocol/metrics/` (its "
+             "committed `dvc.lock`'s run); do not edit by hand. The rules they follow: "
+             "[protocol.md](protocol.md). These are dev-split results (development, "
+             "whatever their p-values); the confirmation split is scored once, later.\n"]
+    for domain in domains:
+        folder = metrics_root / domain
+        comparison = read_comparison(folder / "comparison.json")
+        matched = read_json(folder / "matched.json", "the matched temperature")
+        frontier = read_json(folder / "frontier.json", "the frontier")
+        plan = read_json(folder / "power.json", "the power plan")
+        parts.append(
+            f"## {domain}\n\n{matched_line(matched)}\n\n"
+            f"### Primary family\n\n{domain_block(domain, comparison)}\n\n"
+            f"### Figure 3: the frontiers (dev, seed {frontier['seed']})\n\n"
+            f"![Figure 3, {domain}]({plots}/{domain}/frontier/figure3.png)\n\n"
+            f"Diversity axis: {frontier['diversity']}.\n\n{frontier_table(frontier)}\n\n"
+            f"### Power plan for the confirmation run (val, level {plan['alpha']:.3g}, power "
+            f"{plan['power']:.0%})\n\n{power_table(plan)}\n")
+    return "\n".join(parts)

@@ -4,6 +4,8 @@ The page a reader opens for the numbers: per domain (params.yaml's `domains`, in
 pre-registered primary hypotheses with the verdict, then the report stage's Table 1, its
 primary analysis and verdict. Generated, never typed, so that it cannot drift from
 `dvc.lock`; the README's short tables come from the same rendering (`polychromic readme`).
+With --protocol-plots: the protocol run's page (studies/protocol/dvc.yaml), per domain the
+matched temperature, the primary family, Figure 3's verdicts and the power plan.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from polychromic.config import read_params, run_main
 from polychromic.io import atomic_path
-from polychromic.results import tables_page
+from polychromic.results import protocol_page, tables_page
 from polychromic.settings import listed
 
 
@@ -22,9 +24,13 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--metrics", default="metrics", help="the metrics folder")
     parser.add_argument("--out", required=True, help="the Markdown page to write")
+    parser.add_argument("--protocol-plots",
+                        help="the protocol run's page instead (docs/protocol-results.md): its "
+                        "plots folder as the page links it")
     args = parser.parse_args(argv)
     domains = listed(read_params(), "domains")
-    page = tables_page(domains, Path(args.metrics))
+    page = (protocol_page(domains, Path(args.metrics), args.protocol_plots)
+            if args.protocol_plots else tables_page(domains, Path(args.metrics)))
     with atomic_path(args.out) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
     print(f"results of {', '.join(domains)} -> {args.out}")

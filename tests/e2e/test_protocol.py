@@ -63,5 +63,9 @@ def test_the_protocol_runs_and_compares_at_matched_diversity(tmp_path, tiny_mode
     assert set(frontier["reference_vs_frontier"]) == {"baseline temperature",
                                                       "baseline adapter_scale"}
     assert (study / "plots/qa/frontier/figure3.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (repo / "docs/protocol-results.md").read_text()
+    for section in ("## qa", "### Primary family", "vs baseline_matched", "### Figure 3",
+                    "### Power plan"):
+        assert section in page, section
     assert sh(repo, "dvc", "status", "studies/protocol/dvc.yaml").strip().endswith(
         "Data and pipelines are up to date.")

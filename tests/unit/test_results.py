@@ -4,6 +4,8 @@ the rendering says what the comparison file says."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -14,6 +16,7 @@ from polychromic.results import (
     block_of,
     domain_block,
     headline,
+    protocol_page,
     replace_block,
     tables_page,
 )
@@ -73,3 +76,52 @@ def test_the_block_is_replaced_between_its_markers_only():
         replace_block("no markers", "x", "R")
     with pytest.raises(UserError, match="R: needs one"):
         replace_block(f"{END}\n{START}\n", "x", "R")
+
+
+def protocol_metrics(root):
+    folder = root / "toy"
+    folder.mkdir(parents=True)
+    files = {
+        "comparison.json": comparison(0.01, True),
+        "matched.json": {"metric": "distinct_classes", "reference_temperature": 0.7,
+                         "target": 4.5, "temperature": 0.95, "outside": None,
+                         "curve": [[0.5, 3.0], [0.9, 4.25], [1.3, 6.0]]},
+        "frontier.json": {"seed": 42, "diversity": "distinct_classes", "reference": "poly",
+                          "reference_vs_frontier": {
+                              "baseline temperature": {"pass@1": {"gap": -0.05,
+                                                                  "clears": False},
+                                                       "pass@10": {"gap": 0.1,
+                                                                   "clears": True}},
+                              "baseline adapter_scale": {"pass@1": {"gap": None,
+                                                                    "clears": None},
+                                                         "pass@10": {"gap": None,
+                                                                     "clears": None}}}},
+        "power.json": {"alpha": 0.0125, "power": 0.8, "available": 300, "hypotheses": [
+            {"metric": "distinct_classes", "test": "superiority", "against": "lora",
+             "val_sd_difference": 1.5, "effect_dz": 0.3, "prompts_needed": 110,
+             "power_at_available": 0.99},
+            {"metric": "pass@1", "test": "non-inferiority", "against": "matched",
+             "val_sd_difference": 0.2, "margin": 0.02,
+             "prompts_needed": {"10": 900, "20": 500, "40": None},
+             "power_at_available": {"10": 0.3, "20": 0.5, "40": 0.6},
+             "samples_chosen": None, "margin_share_reachable": 0.081}]}}
+    for name, data in files.items():
+        (folder / name).write_text(json.dumps(data))
+
+
+def test_the_protocol_page_says_what_its_files_say(tmp_path):
+    protocol_metrics(tmp_path)
+    page = protocol_page(["toy"], tmp_path, "../plots")
+    assert "LoRA reaches it at temperature **0.950** (LoRA's curve: 0.5: 3.000, " in page
+    assert "| pass@10 | superiority vs lora_matched |" in page
+    assert "| LoRA temperature | -0.050 (does not clear) | 0.100 (clears) |" in page
+    assert "| LoRA adapter scale | – (outside the frontier) | – (outside the frontier) |" in page
+    assert "![Figure 3, toy](../plots/toy/frontier/figure3.png)" in page
+    assert ("| distinct_classes | superiority | lora | 1.500 | 110 | 99% | d_z 0.3 |"
+            in page)
+    assert ("| pass@1 | non-inferiority | matched | 0.200 | 10: 900, 20: 500, 40: – | "
+            "10: 30%, 20: 50%, 40: 60% | margin 0.020, no samples suffice; reachable margin "
+            "8.1% |") in page
+    (tmp_path / "toy" / "power.json").unlink()
+    with pytest.raises(UserError, match="power.json: cannot read the power plan"):
+        protocol_page(["toy"], tmp_path, "../plots")
