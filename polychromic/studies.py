@@ -1,7 +1,7 @@
 """Second pipelines under studies/<name>/ (docs/protocol.md, docs/experiments.md): each has
 its own dvc.yaml and reads its own params files, written from the repository's params.yaml
 with the study's few keys laid over, so that a change to params.yaml reaches a study only
-when its params are written again (`polychromic protocol`, `polychromic sweep`)."""
+when its params are written again (`polychromic protocol`, `polychromic study <name>`)."""
 
 from __future__ import annotations
 
@@ -30,13 +30,16 @@ def laid_over(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def header(command: str, sources: str) -> str:
-    return (f"# Written by `polychromic {command}` from {sources}: do not edit.\n")
+def dump(params: dict[str, Any], name: str, sources: str) -> str:
+    """A study's params file: what wrote it and from what, then the params."""
+    return (f"# Written by `polychromic study {name}` from {sources}: do not edit.\n"
+            + yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
 
 
-def dump(params: dict[str, Any], command: str, sources: str) -> str:
-    return header(command, sources) + yaml.safe_dump(params, sort_keys=False,
-                                                     allow_unicode=True)
+def arm_file(name: str, arm: str, params: dict[str, Any]) -> tuple[Path, str]:
+    """studies/<name>/arms/<arm>/params.yaml and its text."""
+    return (STUDIES / name / "arms" / arm / "params.yaml",
+            dump(params, name, f"../../../../params.yaml, {name}.yaml's common and arms.{arm}"))
 
 
 def read_spec(root: Path, name: str, known: set[str]) -> tuple[Path, dict]:
@@ -85,12 +88,11 @@ def sweep_files(root: Path = Path(), name: str = "sweep") -> dict[Path, str]:
     shared = laid_over(read_yaml_mapping(root / "params.yaml"), spec.get("common") or {})
     files = {}
     for arm, changes in spec["arms"].items():
-        params = arm_params(spec_path, shared, arm, changes)
-        files[folder / "arms" / arm / "params.yaml"] = dump(
-            params, name, f"../../../../params.yaml, {name}.yaml's common and arms.{arm}")
+        path, text = arm_file(name, arm, arm_params(spec_path, shared, arm, changes))
+        files[path] = text
     files[folder / "params.yaml"] = dump(
-        {**shared, "arms": list(spec["arms"])}, name, f"../../params.yaml and {name}.yaml's "
-        "common (arms: the arms' names)")
+        {**shared, "arms": list(spec["arms"])}, name,
+        f"../../params.yaml and {name}.yaml's common (arms: the arms' names)")
     return files
 
 
@@ -121,9 +123,13 @@ def selection_files(root: Path = Path(), name: str = "selection") -> dict[Path, 
             for seed in params.get("seeds") or []:
                 runs[f"{arm}-{domain}-{seed}"] = {"arm": arm, "method": method,
                                                   "domain": domain, "seed": seed}
-        files[folder / "arms" / arm / "params.yaml"] = dump(
-            params, name, f"../../../../params.yaml, {name}.yaml's common and arms.{arm}")
+        path, text = arm_file(name, arm, params)
+        files[path] = text
     files[folder / "params.yaml"] = dump(
         {**shared, "arms": arms, "runs": runs}, name,
         f"../../params.yaml and {name}.yaml's common (arms, runs: the arms)")
     return files
+
+
+ARMS_STUDIES = {"sweep": sweep_files, "selection": selection_files}
+"""Each arms study's params writer, by the study's name (`polychromic study <name>`)."""

@@ -377,9 +377,15 @@ def report_project(root: Path) -> Path:
 
 # -- dvc.yaml: matrix items and what a stage declares ----------------------------------------
 def matrix_items(stage: dict, params: dict) -> list[dict]:
-    """The matrix items of a dvc.yaml stage, as `${item.*}` values (one empty item if none)."""
+    """The matrix items of a dvc.yaml stage, as `${item.*}` values (one empty item if none);
+    a `foreach` stage's items are its mapping's values (or its list)."""
     import re
 
+    if "foreach" in stage:
+        values = params
+        for part in re.fullmatch(r"\$\{(.+)\}", stage["foreach"]).group(1).split("."):
+            values = values[part]
+        return list(values.values()) if isinstance(values, dict) else list(values)
     matrix = stage.get("matrix")
     if not matrix:
         return [{}]
