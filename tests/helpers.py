@@ -429,9 +429,10 @@ def undeclared_params(repo: Path, trace: Path, folders: tuple[str, ...] = (".",)
         variables = {**params, **{k: v for entry in pipeline.get("vars", [])
                                   if isinstance(entry, dict) for k, v in entry.items()}}
         for name, stage in pipeline["stages"].items():
+            body = stage.get("do", stage)  # a foreach stage's body
             for item in matrix_items(stage, params):
-                commands = stage["cmd"] if isinstance(stage["cmd"], list) else [stage["cmd"]]
-                keys = [interpolate(p, item, variables) for p in stage.get("params", [])]
+                commands = body["cmd"] if isinstance(body["cmd"], list) else [body["cmd"]]
+                keys = [interpolate(p, item, variables) for p in body.get("params", [])]
                 for command in commands:
                     words = shlex.split(interpolate(command, item, variables))
                     while "=" in words[0]:  # an environment assignment before the command
