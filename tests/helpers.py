@@ -279,7 +279,7 @@ def trainer_for(tmp_path: Path, tokenizer, model, data, polychromic, steps: int 
     collator = PadCollator(tokenizer.pad_token_id)
     return PolychromicTrainer(model=model, args=arguments(tmp_path, steps, lr),
                               train_dataset=data, data_collator=collator,
-                              polychromic=polychromic, tokenizer=tokenizer, embedder=embedder,
+                              term=polychromic, tokenizer=tokenizer, embedder=embedder,
                               sampling=domain_sampling())
 
 
@@ -377,9 +377,15 @@ def report_project(root: Path) -> Path:
 
 # -- dvc.yaml: matrix items and what a stage declares ----------------------------------------
 def matrix_items(stage: dict, params: dict) -> list[dict]:
-    """The matrix items of a dvc.yaml stage, as `${item.*}` values (one empty item if none)."""
+    """The matrix items of a dvc.yaml stage, as `${item.*}` values (one empty item if none);
+    a `foreach` stage's items are its mapping's values (or its list)."""
     import re
 
+    if "foreach" in stage:
+        values = params
+        for part in re.fullmatch(r"\$\{(.+)\}", stage["foreach"]).group(1).split("."):
+            values = values[part]
+        return list(values.values()) if isinstance(values, dict) else list(values)
     matrix = stage.get("matrix")
     if not matrix:
         return [{}]
@@ -423,9 +429,10 @@ def undeclared_params(repo: Path, trace: Path, folders: tuple[str, ...] = (".",)
         variables = {**params, **{k: v for entry in pipeline.get("vars", [])
                                   if isinstance(entry, dict) for k, v in entry.items()}}
         for name, stage in pipeline["stages"].items():
+            body = stage.get("do", stage)  # a foreach stage's body
             for item in matrix_items(stage, params):
-                commands = stage["cmd"] if isinstance(stage["cmd"], list) else [stage["cmd"]]
-                keys = [interpolate(p, item, variables) for p in stage.get("params", [])]
+                commands = body["cmd"] if isinstance(body["cmd"], list) else [body["cmd"]]
+                keys = [interpolate(p, item, variables) for p in body.get("params", [])]
                 for command in commands:
                     words = shlex.split(interpolate(command, item, variables))
                     while "=" in words[0]:  # an environment assignment before the command

@@ -9,7 +9,7 @@
     polychromic precision              does bf16 move the answer? (validation prompts)
     polychromic seal                   check (or write) the sealed confirmation splits
     polychromic protocol               write the protocol run's params (studies/protocol)
-    polychromic sweep                  write the λ sweep's params (studies/sweep)
+    polychromic study sweep|selection  write an arms study's params (studies/<name>)
 
 Each is also `python -m polychromic.commands.<command>`. Like stages, commands import
 libraries only, never a stage or another command (tests/unit/test_stage_deps.py).
@@ -29,7 +29,7 @@ COMMANDS = {"doctor": "is this machine ready for `dvc repro`?",
             "precision": "fp32 vs bf16 on validation prompts, several seeds (docs/precision.md)",
             "seal": "check (or write once) each domain's sealed confirmation split",
             "protocol": "write (or --check) the protocol run's params (docs/protocol.md)",
-            "sweep": "write (or --check) the λ sweep's params (studies/sweep)"}
+            "study": "write (or --check) an arms study's params: sweep, selection"}
 
 
 def cli(argv: list[str] | None = None) -> None:

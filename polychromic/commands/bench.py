@@ -154,7 +154,7 @@ def time_diversity_updates(trainer, model, train_set, tokenizer, repeats: int) -
         index = batch.pop("record_index")
         synchronize()
         started = time.perf_counter()
-        term, _ = trainer.diversity_term(model, batch, index)
+        term, _ = trainer.sampled_term(model, batch, index)
         term.backward()
         synchronize()
         seconds.append(time.perf_counter() - started)
@@ -228,7 +228,7 @@ def count_update_flops(trainer, model, train_set) -> int:
     batch = on_device(PackCollator(("record_index",))(train_set[:8]), model.device)
     index = batch.pop("record_index")
     model.train()
-    flops = machine.counted_flops(lambda: trainer.diversity_term(model, batch, index)[0].backward())
+    flops = machine.counted_flops(lambda: trainer.sampled_term(model, batch, index)[0].backward())
     model.zero_grad()
     return flops
 

@@ -1,10 +1,12 @@
-"""Command (not a stage): how strong the diversity gradient is next to the cross-entropy's.
+"""Command (not a stage): how strong a method's sampled term's gradient is next to the
+cross-entropy's (the polychromic diversity term by default; `--method` any method with a
+sampled term: quality_diversity, set_objective, passk).
 
 On fixed training batches of a domain, made by the trainer's own collator, with a fresh LoRA
-(the first of params.yaml's `seeds`) and the polychromic trainer's own code (sampling,
-advantages, log-probabilities), it takes the
-cross-entropy gradient g_CE of each batch once and the diversity gradient g_d = ∇(λ·term)
-from K independent draws of samples, and reports per batch:
+(the first of params.yaml's `seeds`) and the method's trainer's own code (sampling,
+advantages, log-probabilities), it takes the cross-entropy gradient g_CE of each batch once
+and the term's gradient g_d = ∇(λ·term) from K independent draws of samples, and reports
+per batch:
 
 - signal: ‖E[g_d]‖, estimated without the upward bias that noise gives ‖mean_d g_d‖ (the
   mean over pairs d ≠ e of g_d · g_e is unbiased for ‖E[g_d]‖²);
@@ -16,13 +18,14 @@ Dropout is off for both (the trainer samples and scores without it). With `runni
 advantage scaling the scale is calibrated first on draws that are not measured, as in
 training, and then held fixed.
 
-    polychromic signal --domain replies [--batches 2] [--draws 8] \
+    polychromic signal --domain replies [--method polychromic] [--batches 2] [--draws 8] \
         [--set polychromic.diversity_weight=1.0 ...] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -35,10 +38,10 @@ from polychromic.config import UserError, override, read_params, run_main
 from polychromic.domains import load_domain
 from polychromic.io import write_json
 from polychromic.methods import build_trainer, method_options
-from polychromic.methods.polychromic import batch_examples, parameter_gradients
 from polychromic.modeling import load_model, load_tokenizer
 from polychromic.objective import AdvantageScaler
 from polychromic.runtime import runtime_config
+from polychromic.sampled_term import batch_examples, parameter_gradients
 from polychromic.settings import listed, train_config
 from polychromic.training import (
     add_lora,
@@ -72,13 +75,13 @@ def flat_gradient(loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tenso
 def calibrate(trainer, batches: list[dict], draws: int) -> None:
     """Hold the running advantage scale at the RMS of `draws` unmeasured updates' raw
     advantages (training's scale is a running RMS of earlier updates)."""
-    if trainer.polychromic.advantage_scaling != "running":
+    if trainer.term.advantage_scaling != "running":
         return
     raw, trainer.scaler = [], AdvantageScaler("none")
-    n = trainer.polychromic.n_generations
+    n = trainer.term.n_generations
     for d in range(draws):
         batch = batches[d % len(batches)]
-        rows = min(trainer.polychromic.prompts_per_step, sum(1 for _ in batch_examples(batch)))
+        rows = min(trainer.term.prompts_per_step, sum(1 for _ in batch_examples(batch)))
         ids, mask = trainer.batch_prompts(batch, rows)
         completions, _ = trainer.sample(trainer.model.eval(), ids, mask, n)  # no grad inside
         texts = trainer.decode(completions)
@@ -86,8 +89,8 @@ def calibrate(trainer, batches: list[dict], draws: int) -> None:
                                      batch.get("record_index"))
         raw.append(float(np.mean(flat ** 2)))
     if not any(raw):
-        raise UserError("every calibration draw had zero advantages: the diversity term has "
-                        "no signal on these batches")
+        raise UserError("every calibration draw had zero advantages: the term has no signal "
+                        "on these batches")
     trainer.scaler = AdvantageScaler("running", momentum=1.0)  # momentum 1: held fixed
     trainer.scaler.running_ms = float(np.mean(raw))
 
@@ -103,7 +106,7 @@ def measure(trainer, batches: list[dict], draws: int, weight: float) -> list[dic
         samples, seconds = [], []
         for _ in range(draws):
             started = time.perf_counter()
-            term, _ = trainer.diversity_term(model, inputs, batch.get("record_index"))
+            term, _ = trainer.sampled_term(model, inputs, batch.get("record_index"))
             samples.append(flat_gradient(weight * term, params))
             seconds.append(time.perf_counter() - started)
         stacked = torch.stack(samples)
@@ -123,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--domain", default="replies")
+    parser.add_argument("--method", default="polychromic",
+                        help="a method with a sampled term (its params section's settings)")
     parser.add_argument("--base", default="models/base")
     parser.add_argument("--data", help="default: data/processed/<domain>")
     parser.add_argument("--batches", type=int, default=2, help="fixed training batches")
@@ -145,10 +150,13 @@ def main(argv: list[str] | None = None) -> None:
     train, val = read_records(data / "train.jsonl"), read_records(data / "val.jsonl")
     examples = encode_records(train, domain, tokenizer, config.max_length, data / "train.jsonl")
     fix_schedule(config, len(examples))
-    options = method_options("polychromic", params, tokenizer, domain, train, val)
-    weight = options["polychromic"].diversity_weight
+    options = method_options(args.method, params, tokenizer, domain, train, val)
+    term = options.get("term")
+    if term is None:
+        raise UserError(f"--method {args.method}: a method without a sampled term")
+    weight = term.term_weight
     if weight == 0:
-        raise UserError("polychromic.diversity_weight is 0: there is no diversity term")
+        raise UserError(f"{args.method}: its weight is 0: there is no term")
     seed = listed(params, "seeds")[0]
     torch.manual_seed(seed)
     runtime = runtime_config(params)
@@ -162,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         arguments = training_arguments(config, Path(out), seed, runtime)
         arguments.eval_strategy, arguments.save_strategy = "no", "no"
         arguments.load_best_model_at_end = False
-        trainer = build_trainer("polychromic", model, arguments, examples, None, [], options)
+        trainer = build_trainer(args.method, model, arguments, examples, None, [], options)
         # the batches as training makes them: the trainer's own collator
         batches = [trainer.data_collator([examples[i] for i in order[b * size:(b + 1) * size]])
                    for b in range(args.batches)]
@@ -171,14 +179,14 @@ def main(argv: list[str] | None = None) -> None:
     if options.get("checker") is not None:
         options["checker"].close()
     mean = {key: float(np.mean([b[key] for b in per_batch])) for key in per_batch[0]}
-    polychromic = options["polychromic"]
     sampling = trainer.sampling
-    result = {"domain": args.domain, "draws": args.draws, "batches": args.batches,
-              "batch_size": size, "mean": mean, "per_batch": per_batch,
-              "updates_per_run": -(-config.max_steps // polychromic.generate_every),
-              "settings": {k: getattr(polychromic, k) for k in (
-                  "diversity_weight", "n_generations", "prompts_per_step", "generate_every",
-                  "diversity_metric", "objective", "advantage_scaling", "logprob_reduction")}
+    result = {"domain": args.domain, "method": args.method, "draws": args.draws,
+              "batches": args.batches, "batch_size": size, "mean": mean, "per_batch": per_batch,
+              "updates_per_run": -(-config.max_steps // term.generate_every),
+              "settings": {f.name: getattr(term, f.name) for f in dataclasses.fields(term)
+                           if f.name not in ("temperature", "top_k", "top_p", "max_new_tokens",
+                                             "eval_prompts", "eval_samples", "collapse_below",
+                                             "overfit_gap", "embedding_model")}
               | {k: getattr(sampling, k) for k in ("temperature", "top_k", "top_p",
                                                    "max_new_tokens")}
               | {"max_grad_norm": config.max_grad_norm}}

@@ -111,6 +111,13 @@ class Checker:
         what "the same" means for it (behaviour, final answer, meaning)."""
         return [[" ".join(s.lower().split()) for s in samples] for _, samples in items]
 
+    def reward_classes(self, items: Sequence[tuple[Record, Sequence[str]]]) -> list[list[str]]:
+        """The classes a training objective is rewarded with: the evaluation's own where
+        they are an exact notion of sameness (behaviour, final answer); a checker whose
+        classes come from a learned encoder uses another encoder here, so that evaluation's
+        `distinct_classes` stays a measure the objective does not see."""
+        return self.classes(items)
+
     def check(self, record: Record, sample: str) -> bool:
         return self.verdicts([(record, [sample])])[0][0].passed
 

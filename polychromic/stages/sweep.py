@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     arms = read_params().get("arms")
     if not isinstance(arms, list) or not arms or not all(isinstance(a, str) for a in arms):
-        raise UserError("params.yaml: 'arms' must list the arms' names (polychromic sweep "
+        raise UserError("params.yaml: 'arms' must list the arms' names (polychromic study sweep "
                         "writes it)")
     rows = [arm_row(args.arms / arm, arm, args.domain) for arm in arms]
     comparisons = {arm: read_json(args.arms / arm / "metrics" / args.domain /

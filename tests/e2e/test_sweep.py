@@ -20,7 +20,7 @@ def test_the_sweep_runs_each_arm_and_draws_table_2(tmp_path, qa_root):
     repo = study_repository(tmp_path, qa_root, {
         "studies/sweep/dvc.yaml": (REPO / "studies/sweep/dvc.yaml").read_text(),
         "studies/sweep/sweep.yaml": yaml.safe_dump(spec)})
-    sh(repo, "python", "-m", "polychromic.commands.sweep")
+    sh(repo, "python", "-m", "polychromic.commands.study", "sweep")
     study = repro_study(repo, "sweep", tmp_path / "params-read.jsonl")
 
     def scores(path):

@@ -105,4 +105,4 @@ def test_an_unknown_method_is_one_line_naming_the_known_ones(tmp_path, capsys, m
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err == ("error: params.yaml: 'methods' names unknown method 'nonesuch' "
-                   "(known: baseline, polychromic)")
+                   "(known: baseline, passk, polychromic, quality_diversity, set_objective)")

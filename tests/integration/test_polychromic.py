@@ -42,7 +42,7 @@ def test_diversity_term_has_gradient_on_every_lora_parameter(untied_model_dir, t
     batch = on_device(model, PadCollator(tokenizer.pad_token_id)(data[:4]))
     model.train()
     trainer.scaler.running_ms = 0.01  # an earlier update set the scale
-    term, score = trainer.diversity_term(model, batch)
+    term, score = trainer.sampled_term(model, batch)
     assert 0 < score <= 1
     params = lora_parameters(model)
     assert params and all("lora_" in n for n in params)
@@ -73,7 +73,7 @@ def test_lambda_zero_is_the_baseline_and_lambda_adds_the_term(untied_model_dir, 
     combined = gradients(loss, params)
     half.scaler.running_ms = 0.01  # replay the same step from the same state
     half.generator.manual_seed(3)
-    term, _ = half.diversity_term(model, batch)
+    term, _ = half.sampled_term(model, batch)
     term_grads = gradients(term, params)
     for name, grad in combined.items():
         torch.testing.assert_close(grad, expected[name] + 0.5 * term_grads[name])
@@ -193,7 +193,7 @@ def test_sample_logprobs_are_those_of_the_truncated_distribution_sampled_from(
         model.train(training)
         trainer.scaler.running_ms = 0.01
         trainer.generator.manual_seed(1)
-        terms.append(trainer.diversity_term(model, batch)[0])
+        terms.append(trainer.sampled_term(model, batch)[0])
         assert model.training == training  # restored
     assert terms[0].item() != 0 and terms[0].item() == pytest.approx(terms[1].item(), rel=1e-6)
     model.eval()
@@ -233,7 +233,7 @@ def test_a_packed_batch_gives_the_padded_batchs_prompts_and_term(untied_model_di
     for batch in (padded, packed):
         trainer.scaler.running_ms = 0.01
         trainer.generator.manual_seed(5)
-        terms.append(trainer.diversity_term(model, batch)[0].item())
+        terms.append(trainer.sampled_term(model, batch)[0].item())
     assert terms[0] != 0 and terms[0] == terms[1]
 
 
@@ -263,11 +263,11 @@ def test_set_objective_rewards_come_from_the_domain_checker(untied_model_dir, tm
     checker = Lengths()
     trainer = PolychromicTrainer(
         model=model, args=arguments(tmp_path), train_dataset=data,
-        data_collator=PadCollator(tokenizer.pad_token_id), polychromic=config,
+        data_collator=PadCollator(tokenizer.pad_token_id), term=config,
         tokenizer=tokenizer, checker=checker, records=records, sampling=domain_sampling())
     batch = on_device(model, PadCollator(tokenizer.pad_token_id)(data[:4]))
     model.train()
-    term, _ = trainer.diversity_term(model, batch, torch.tensor([5, 2, 7, 0]))
+    term, _ = trainer.sampled_term(model, batch, torch.tensor([5, 2, 7, 0]))
     (items,) = checker.calls
     assert [record["id"] for record, _ in items] == ["r5", "r2"]  # the first prompts_per_step
     assert all(len(samples) == 3 for _, samples in items)
@@ -275,5 +275,5 @@ def test_set_objective_rewards_come_from_the_domain_checker(untied_model_dir, tm
     assert term.requires_grad
     with pytest.raises(ValueError, match="needs the domain's checker"):
         PolychromicTrainer(model=model, args=arguments(tmp_path), train_dataset=data,
-                           polychromic=config, tokenizer=tokenizer,
+                           term=config, tokenizer=tokenizer,
                            sampling=domain_sampling())

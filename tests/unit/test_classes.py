@@ -50,7 +50,13 @@ def test_reply_classes_join_the_first_class_close_enough(monkeypatch):
     angle = {"a": 0.0, "a'": 0.1, "b": 1.0, "b'": 1.05, "c": 2.0, "x": 0.5}
     def embed(texts):
         return np.array([[np.cos(angle[t]), np.sin(angle[t])] for t in texts])
-    monkeypatch.setattr(replies, "shared_embedder", lambda *_: embed)
+    # the reward's encoder (training's classes) sees b and c as one direction
+    reward_angle = {**angle, "c": 1.02}
+    def reward_embed(texts):
+        return np.array([[np.cos(reward_angle[t]), np.sin(reward_angle[t])] for t in texts])
+    asked = []
+    monkeypatch.setattr(replies, "shared_embedder", lambda model, *_: asked.append(model) or (
+        reward_embed if model == replies.REWARD_CLASS_MODEL else embed))
     val = [{"id": f"p{i}", "prompt": "m", "references": [t]}
            for i, t in enumerate(["a", "b", "c", "x"])]
     config = replies.RepliesChecker(null_quantile=0.5, class_quantile=0.99,
@@ -58,11 +64,19 @@ def test_reply_classes_join_the_first_class_close_enough(monkeypatch):
     checker = replies.ReplyChecker(config, val, "replies.checker")
     # unrelated pairs among angles {0, 1, 2, 0.5}: the largest similarity is cos(0.5)
     assert checker.class_threshold == pytest.approx(np.cos(0.5), abs=1e-9)
-    null = checker.unrelated_similarity()
+    null = checker.unrelated_similarity(embed)
     assert checker.threshold == pytest.approx(np.quantile(null, 0.5))
     labels, = checker.classes([({}, ["a", "b", "a'", "b'", "c", "a"])])
     assert labels == ["c0", "c1", "c0", "c1", "c2", "c0"]
     assert checker.describe()["class_threshold"] == checker.class_threshold
+    assert asked == [config.embedding_model]  # training's encoder only when asked for
+    # training's classes: the reward's encoder, at the same quantile of its own null, where
+    # the unrelated b and c are cos(0.02) apart: the threshold rises to that, so a' and b'
+    # start classes of their own while c joins b
+    reward_labels, = checker.reward_classes([({}, ["a", "b", "a'", "b'", "c", "a"])])
+    assert asked == [config.embedding_model, replies.REWARD_CLASS_MODEL]
+    assert checker.reward_classifier[1] == pytest.approx(np.cos(0.02), abs=1e-9)
+    assert reward_labels == ["c0", "c1", "c2", "c3", "c1", "c0"]
 
 
 @pytest.mark.parametrize("value,text", [

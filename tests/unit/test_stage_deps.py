@@ -27,11 +27,15 @@ STUDY_ROOTS = {"root": "<root>", "top": "<root>"}
 
 def study(name: str) -> tuple[dict, dict, dict]:
     folder = REPO / "studies" / name
-    return (yaml.safe_load((folder / "dvc.yaml").read_text())["stages"],
-            yaml.safe_load((folder / "params.yaml").read_text()), STUDY_ROOTS)
+    stages = yaml.safe_load((folder / "dvc.yaml").read_text())["stages"]
+    # a foreach stage: its `do` body, with the foreach kept for matrix_items
+    stages = {n: {**s["do"], "foreach": s["foreach"]} if "foreach" in s else s
+              for n, s in stages.items()}
+    return stages, yaml.safe_load((folder / "params.yaml").read_text()), STUDY_ROOTS
 
 
-PIPELINES = {"root": (STAGES, PARAMS, {}), "protocol": study("protocol"), "sweep": study("sweep")}
+PIPELINES = {"root": (STAGES, PARAMS, {}), "protocol": study("protocol"), "sweep": study("sweep"),
+             "selection": study("selection")}
 STAGE_MODULES = {p.stem for p in (PACKAGE / "stages").glob("*.py") if p.stem != "__init__"}
 COMMAND_MODULES = {p.stem for p in (PACKAGE / "commands").glob("*.py") if p.stem != "__init__"}
 LAYERED = {PACKAGE / "stages" / f"{m}.py" for m in STAGE_MODULES} | {

@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from polychromic.commands import sweep as sweep_command
+from polychromic.commands import study as study_command
 from polychromic.config import UserError
 from polychromic.stages import sweep
 from polychromic.studies import sweep_files
@@ -19,12 +19,12 @@ from tests.helpers import REPO, default_params
 
 
 def test_the_committed_sweep_params_are_up_to_date(monkeypatch):
-    """A change to params.yaml or sweep.yaml that `polychromic sweep` has not seen fails
+    """A change to params.yaml or sweep.yaml that `polychromic study sweep` has not seen fails
     here, as does an arm's folder left from an arm sweep.yaml no longer has."""
     monkeypatch.chdir(REPO)
     for path, text in sweep_files().items():
-        assert (REPO / path).read_text() == text, f"{path}: out of date: polychromic sweep"
-    done = subprocess.run([sys.executable, "-m", "polychromic.commands.sweep", "--check"],
+        assert (REPO / path).read_text() == text, f"{path}: out of date: polychromic study sweep"
+    done = subprocess.run([sys.executable, "-m", "polychromic.commands.study", "sweep", "--check"],
                           cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
@@ -45,7 +45,7 @@ def test_each_arm_is_params_yaml_with_common_and_the_arm_laid_over(project):
     spec(project, "common: {domains: [replies], seeds: [42]}\n"
                   "arms:\n  low: {polychromic: {diversity_weight: 0.1}}\n"
                   "  high: {polychromic: {diversity_weight: 3.0}}\n")
-    sweep_command.main([])
+    study_command.main(["sweep"])
     base = default_params()
     for arm, weight in (("low", 0.1), ("high", 3.0)):
         params = yaml.safe_load((project / f"studies/sweep/arms/{arm}/params.yaml").read_text())
@@ -56,11 +56,11 @@ def test_each_arm_is_params_yaml_with_common_and_the_arm_laid_over(project):
             k: v for k, v in base.items() if k not in ("polychromic", "domains", "seeds")}
     study = yaml.safe_load((project / "studies/sweep/params.yaml").read_text())
     assert study["arms"] == ["low", "high"] and study["domains"] == ["replies"]
-    sweep_command.main(["--check"])
+    study_command.main(["sweep", "--check"])
     (project / "studies/sweep/arms/old").mkdir()
     (project / "studies/sweep/arms/old/params.yaml").write_text("seeds: [1]\n")
     with pytest.raises(SystemExit) as stop:
-        sweep_command.main(["--check"])
+        study_command.main(["sweep", "--check"])
     assert stop.value.code == 1
 
 
@@ -75,7 +75,7 @@ def test_each_arm_is_params_yaml_with_common_and_the_arm_laid_over(project):
 def test_a_bad_sweep_spec_stops_naming_the_key_and_writes_nothing(project, text, message):
     spec(project, text)
     with pytest.raises(UserError, match=message):
-        sweep_command.main([])
+        study_command.main(["sweep"])
     assert not (project / "studies/sweep/params.yaml").exists()
     assert not (project / "studies/sweep/arms").exists()
 

@@ -267,22 +267,49 @@ def well_formed(prompt: str, sample: str) -> bool:
     return not any(tag in sample for tag in ("<|im_start|>", "<|im_end|>", "assistant\n"))
 
 
+# The encoder of training's classes (`reward_classes`): the polychromic reward's, not the
+# checker's, which evaluation's distinct_classes and semantic_independent use.
+REWARD_CLASS_MODEL = "embedded:all-minilm-l6-v2"
+
+
+def greedy_classes(items, embed, threshold: float) -> list[list[str]]:
+    """Per item, each sample's class: the first class whose first member it is at least
+    `threshold` similar to under `embed`, else a new one (in sample order)."""
+    vectors = embed([s for _, samples in items for s in samples])
+    out, offset = [], 0
+    for _, samples in items:
+        firsts: list[int] = []
+        labels = []
+        for i in range(offset, offset + len(samples)):
+            joined = next((c for c, first in enumerate(firsts)
+                           if float(vectors[i] @ vectors[first]) >= threshold), None)
+            if joined is None:
+                firsts.append(i)
+                joined = len(firsts) - 1
+            labels.append(f"c{joined}")
+        out.append(labels)
+        offset += len(samples)
+    return out
+
+
 class ReplyChecker(Checker):
     def __init__(self, config: RepliesChecker, val: list[Record], key: str):
-        self.config, self.val = config, val
+        self.config, self.val, self.key = config, val, key
         self.embed = shared_embedder(config.embedding_model, f"{key}.embedding_model")
-        null = self.unrelated_similarity()
+        null = self.unrelated_similarity(self.embed)
         self.threshold: float | None = None
         if config.kind == "semantic":
             self.threshold = float(np.quantile(null, config.null_quantile))
         self.class_threshold = float(np.quantile(null, config.class_quantile))
+        self.reward_classifier: tuple | None = None  # (encoder, threshold), when first asked
 
-    def unrelated_similarity(self) -> np.ndarray:
-        """Cosine similarities of `calibration_pairs` pairs of human replies (on val) to
-        different prompts: the null distribution that both thresholds are quantiles of."""
+    def unrelated_similarity(self, embed) -> np.ndarray:
+        """Cosine similarities under `embed` of `calibration_pairs` pairs of human replies (on
+        val) to different prompts: the null distribution that the thresholds are quantiles
+        of."""
         rng = np.random.default_rng(self.config.seed)
         replies = [(r["id"], reply) for r in self.val for reply in r["references"]]
-        vectors = self.embed([reply for _, reply in replies])
+        vectors = embed([reply for _, reply in replies])
         i = rng.integers(0, len(replies), self.config.calibration_pairs)
         j = rng.integers(0, len(replies), self.config.calibration_pairs)
         unrelated = np.array([replies[a][0] != replies[b][0] for a, b in zip(i, j, strict=True)])
@@ -322,22 +349,17 @@ class ReplyChecker(Checker):
     def classes(self, items):
         """Greedy, in sample order (as NoveltyBench partitions): a sample joins the first class
         whose first member it is at least `class_threshold` similar to, else starts one."""
-        vectors = self.embed([s for _, samples in items for s in samples])
-        out, offset = [], 0
-        for _, samples in items:
-            firsts: list[int] = []
-            labels = []
-            for i in range(offset, offset + len(samples)):
-                joined = next((c for c, first in enumerate(firsts)
-                               if float(vectors[i] @ vectors[first]) >= self.class_threshold),
-                              None)
-                if joined is None:
-                    firsts.append(i)
-                    joined = len(firsts) - 1
-                labels.append(f"c{joined}")
-            out.append(labels)
-            offset += len(samples)
-        return out
+        return greedy_classes(items, self.embed, self.class_threshold)
+
+    def reward_classes(self, items):
+        """The same partition on the reward's encoder (REWARD_CLASS_MODEL), at the same
+        quantile of its own null distribution on val."""
+        if self.reward_classifier is None:
+            embed = shared_embedder(REWARD_CLASS_MODEL, f"{self.key} (reward classes)")
+            threshold = float(np.quantile(self.unrelated_similarity(embed),
+                                          self.config.class_quantile))
+            self.reward_classifier = (embed, threshold)
+        return greedy_classes(items, *self.reward_classifier)
 
     def describe(self):
         return {"kind": self.config.kind, "threshold": self.threshold,
