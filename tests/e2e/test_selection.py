@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from tests.helpers import REPO, pipeline_repository, repro_study, sh, tiny_pipeline_params
+from tests.helpers import REPO, repro_study, sh, study_repository
 
 TINY_TERM = {"max_new_tokens": 4, "eval_prompts": 2, "eval_samples": 2, "generate_every": 1,
              "n_generations": 3}
@@ -16,16 +16,13 @@ TINY_TERM = {"max_new_tokens": 4, "eval_prompts": 2, "eval_samples": 2, "generat
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_the_selection_study_trains_each_arm_and_applies_the_rule(tmp_path, tiny_model_dir):
-    params = tiny_pipeline_params(tiny_model_dir, ["qa"])
-    params["qa"]["data"].update(train_per_family=4, val_per_family=2, dev_per_family=1)
-    params["generate"].update(n=10, batch_prompts=3)
+def test_the_selection_study_trains_each_arm_and_applies_the_rule(tmp_path, qa_root):
     spec = {"common": {"domains": ["qa"], "seeds": [42]},
             "arms": {"lora": {"method": "baseline"},
                      "qd": {"method": "quality_diversity",
                             "quality_diversity": {**TINY_TERM, "weight": 1.0}},
                      "pk": {"method": "passk", "passk": {**TINY_TERM, "weight": 1.0, "k": 2}}}}
-    repo, _ = pipeline_repository(tmp_path, params, {
+    repo = study_repository(tmp_path, qa_root, {
         "studies/selection/dvc.yaml": (REPO / "studies/selection/dvc.yaml").read_text(),
         "studies/selection/selection.yaml": yaml.safe_dump(spec, sort_keys=False)})
     sh(repo, "python", "-m", "polychromic.commands.study", "selection")
