@@ -6,7 +6,9 @@ workspace (unless it equals HEAD), HEAD, every commit that has experiments and e
 finished or failed experiment. Columns: λ and N, the other polychromic params that differ
 between rows, other params that differ from HEAD, then the polychromic system's headline
 metrics for one domain, the mean over the seed files
-metrics/<domain>/polychromic/seed<S>.json (or the older metrics/<domain>/polychromic.json),
+metrics/<domain>/polychromic/seed<S>.json (from `dvc exp show` where an older experiment
+declared them as DVC metrics, else read at the experiment's revision; or the older
+metrics/<domain>/polychromic.json),
 and from metrics/<domain>/comparison.json, where a revision has one, polychromic minus
 baseline in semantic diversity with its corrected Wilcoxon p.
 
@@ -114,9 +116,9 @@ def run_exp_show(all_commits: bool) -> Any:
         raise malformed(f"not JSON: {err.msg} at line {err.lineno}") from None
 
 
-def read_comparison(domain: str) -> Callable[[str], dict | None]:
-    """rev -> comparison.json at that revision (Git or DVC cache), None where it has none."""
-    path = f"metrics/{domain}/comparison.json"
+def file_reader(path: str) -> Callable[[str], dict | None]:
+    """rev -> the JSON object at `path` in that revision (Git or DVC cache; the working
+    tree for "workspace"), None where it has none."""
 
     def read(rev: str) -> dict | None:
         import dvc.api
@@ -134,6 +136,28 @@ def read_comparison(domain: str) -> Callable[[str], dict | None]:
         return data if isinstance(data, dict) else None
 
     return read
+
+
+def read_comparison(domain: str) -> Callable[[str], dict | None]:
+    """rev -> comparison.json at that revision, None where it has none."""
+    return file_reader(f"metrics/{domain}/comparison.json")
+
+
+def add_seed_metrics(rows: list[dict], domain: str,
+                     read: Callable[[str, str], dict | None]) -> None:
+    """For each row whose `dvc exp show` carried no polychromic metrics (they are plain
+    outputs, not DVC metrics, so that `dvc metrics show` stays readable), the headline
+    means over metrics/<domain>/polychromic/seed<S>.json at its revision, for the seeds of
+    its params; `read(rev, path)` gives a file's object or None."""
+    for row in rows:
+        if row["seeds"] or row["note"] or not row["params"]:
+            continue
+        seeds = row["params"].get("seeds")
+        paths = [f"metrics/{domain}/polychromic/seed{seed}.json"
+                 for seed in (seeds if isinstance(seeds, list) else [])]
+        found = {path: {"data": data} for path in paths
+                 if (data := read(row["rev"], path)) is not None}
+        row["metrics"], row["seeds"] = headline(found, domain)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         exp_show = run_exp_show(args.all_commits)
     rows = exp_rows(exp_show, domain)
+    add_seed_metrics(rows, domain, lambda rev, path: file_reader(path)(rev))
     add_comparisons(rows, read_comparison(domain))
     figures = args.figures or Path("plots/ablations") / domain
     outputs: dict[Path, str | bytes] = {

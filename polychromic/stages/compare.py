@@ -329,30 +329,25 @@ def compare_domain(scores_dir: Path | list[Path], systems: list[str], seeds: lis
     }
 
 
-HEADLINE = ("semantic", "semantic_independent", "distinct_classes", "correct_classes",
-            "self_bleu", "distinct_2", "rouge_l", "bertscore_f1", "log_perplexity", "pass@1",
-            "pass@10")
-
-
-def headline(result: dict, config: CompareConfig) -> dict:
-    """The few numbers `dvc metrics show/diff` print: the primary hypotheses (corrected p,
-    d_z, the detectable d_z), polychromic vs LoRA on the headline metrics (difference, d_z,
-    corrected Wilcoxon p in its family) and the verdict. comparison.json has all."""
-    primary = {}
-    for h in result["primary"]["family"]:
-        name = f"{h['metric']}" + (" non-inferiority" if h["test"] == "non-inferiority" else "")
-        primary[name] = {"p": h.get(f"p_{config.correction}"), "d_z": h.get("cohens_dz"),
-                         "detectable_d_z": (h.get("power") or {}).get("minimum_detectable_dz")}
-    vs_lora = {}
-    for c in result["comparisons"]:
-        if c["b"] == config.lora_system and c["metric"] in HEADLINE:
-            vs_lora[c["metric"]] = {"difference": c.get("mean_difference"),
-                                    "d_z": c.get("cohens_dz"),
-                                    "p": c.get(f"wilcoxon_p_{config.correction}")}
-    return {"primary": primary, f"{config.reference}_vs_{config.lora_system}": vs_lora,
-            "verdict": {level: result["verdict"][level]["met"]
-                        for level in ("minimum", "strong")},
-            "precision": result["precision"]}
+def headline(result: dict, family: str = "p_holm") -> dict:
+    """The few numbers `dvc metrics show/diff` print, with the same keys in every domain and
+    study so that they line up as one readable table (a row per domain): the primary
+    family's diversity and pass@k hypotheses (reference minus comparator, and the corrected
+    p), pass@1's difference where it is a quality hypothesis, the p of all quality
+    hypotheses at once (the largest: each must hold), and the verdict. Everything else, and
+    which metric and comparator each number is, is in comparison.json and Table 1."""
+    out: dict = {}
+    hypotheses = result["primary"]["family"]
+    for h in hypotheses:
+        if h["role"] in ("diversity", "passk"):
+            name = "pass@k" if h["role"] == "passk" else "diversity"
+            out[name], out[f"{name}_p"] = h.get("mean_difference"), h.get(family)
+        elif h["metric"] == "pass@1":
+            out["pass@1"] = h.get("mean_difference")
+    quality = [h.get(family) for h in hypotheses if h["role"] == "quality"]
+    if quality:
+        out["quality_p"] = None if None in quality else max(quality)
+    return out | {level: result["verdict"][level]["met"] for level in ("minimum", "strong")}
 
 
 def primary_hypotheses(params: dict, domain: str, table: dict) -> PrimaryHypotheses:
@@ -411,7 +406,7 @@ def main(argv: list[str] | None = None) -> None:
                              | {f"verdict.{level}": float(result["verdict"][level]["met"])
                                 for level in ("minimum", "strong")})
     write_json(args.out, result)
-    write_json(args.summary, headline(result, config))
+    write_json(args.summary, headline(result, f"p_{config.correction}"))
     main_result = result["primary"]["family"][0]
     print(f"{args.domain}: {primary.diversity} {config.reference} - {config.lora_system} "
           f"= {main_result.get('mean_difference')}, Wilcoxon p = {main_result.get('p')}"

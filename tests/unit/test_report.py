@@ -254,6 +254,40 @@ def test_ablation_rows_new_layout_queued_failed_and_changed_workspace():
     assert "| broken (boom) |" in table and "| – |" in table
 
 
+def test_ablation_metrics_read_at_each_revision_when_exp_show_has_none():
+    """Evaluate's seed files are plain outputs (not DVC metrics) since the headline became
+    the only metrics file: each row's polychromic means are read at its revision, for the
+    seeds of its params; a failed experiment is not read."""
+    data = exp_show()
+    recorded = {}
+    for entry in data:
+        for state in [entry] + [e["revs"][0] for e in entry.get("experiments") or []]:
+            metrics = (state.get("data") or {}).get("metrics") or {}
+            recorded[state["rev"]] = metrics.pop("metrics/replies/polychromic.json", None)
+            state.get("data", {}).get("params", {}).get("params.yaml", {}).get(
+                "data", {})["seeds"] = [7]
+    failed = copy.deepcopy(data[3]["experiments"][0])
+    failed.update(name="broken", executor={"state": "failed"})
+    failed["revs"][0].update(rev="f" * 40,
+                             error={"type": "ReproductionError", "msg": "boom"})
+    data[3]["experiments"].append(failed)
+    rows = ablations.exp_rows(data, "replies")
+    assert all(r["seeds"] == 0 for r in rows)
+    asked = []
+
+    def read(rev, path):
+        asked.append((rev, path))
+        return (recorded.get(rev) or {}).get("data")
+
+    ablations.add_seed_metrics(rows, "replies", read)
+    by_name = {r["name"]: r for r in rows}
+    assert ("osmic-ears" in by_name and by_name["osmic-ears"]["seeds"] == 1
+            and by_name["osmic-ears"]["metrics"]["semantic"] == pytest.approx(
+                recorded[by_name["osmic-ears"]["rev"]]["data"]["diversity"]["semantic"]))
+    assert {path for _, path in asked} == {"metrics/replies/polychromic/seed7.json"}
+    assert "f" * 40 not in {rev for rev, _ in asked} and by_name["broken"]["seeds"] == 0
+
+
 @pytest.mark.parametrize("data,message", [
     ({"rev": "workspace"}, "non-empty list"),
     ([], "non-empty list"),
