@@ -65,6 +65,14 @@ def check_push_and_pull(tmp_path, repo, endpoint):
     assert any(path.endswith("adapter_model.safetensors") for path in outputs(clone))
 
 
+def run_ids(store) -> list[str]:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{store}")
+    runs = mlflow.search_runs(experiment_names=["polychromic-lora"], output_format="list")
+    return sorted(run.info.run_id for run in runs)
+
+
 def check_run_records(repo, head, domain):
     """What a collaborator needs to read a run without the repository at hand: the params
     the stage read (base model, runtime, sampling included), where and from what it ran."""
@@ -123,7 +131,10 @@ def test_dvc_repro_replies_push_pull_and_a_new_seed(tmp_path, tiny_model_dir, s3
     assert shown, "dvc metrics show found nothing"
     check_mlflow_runs(repo, head)
     check_run_records(repo, head, "replies")
+    sh(repo, "python", "-m", "polychromic.commands.runs", "export")  # runs/, DVC-tracked
     check_push_and_pull(tmp_path, repo, s3_endpoint)
+    # the collaborator's `dvc pull` brought every run, readable where it landed
+    assert run_ids(tmp_path / "clone" / "runs" / "mlflow.db") == run_ids(repo / "mlflow.db")
 
     # A second seed adds its own train/generate/evaluate runs and leaves seed 42 cached.
     params = yaml.safe_load((repo / "params.yaml").read_text())
