@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import logging
 import os
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,55 @@ def tracking_uri() -> str:
 def git_commit() -> str:
     result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
     return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def git_dirty() -> str:
+    """"true" when a tracked file differs from the commit (the run's code or params may not
+    be the commit's), "false" when not, "unknown" outside git."""
+    result = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        return "unknown"
+    return "true" if result.stdout.strip() else "false"
+
+
+def lock_digest(stage: str) -> str:
+    """SHA-256 of the dvc.lock of the pipeline that runs `stage` (DVC's address of it,
+    `[<dir>/dvc.yaml:]<name>`), as it was when the stage started: which recorded state of
+    every other stage this run saw. "none" where there is none yet."""
+    pipeline = stage.rpartition(":")[0] if ":" in stage else "dvc.yaml"
+    # the repository the stage runs in (an experiment's temporary copy has its own)
+    root = next((d for d in (Path.cwd(), *Path.cwd().parents) if (d / ".dvc").is_dir()),
+                Path.cwd())
+    lock = root / Path(pipeline).with_name("dvc.lock")
+    return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else "none"
+
+
+def declared(params: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """params.yaml's values of the dotted `keys` (a stage's `params:` in dvc.yaml) as one
+    nested mapping, for a run's params; a key params.yaml lacks is left out."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        value: Any = params
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                break
+            value = value[part]
+        else:
+            out[key] = value
+    return out
+
+
+def base_model_tags(base: str | Path) -> dict[str, str]:
+    """The base checkpoint a run used: its name (config.json's `_name_or_path`, where the
+    checkpoint came from) and stored dtype."""
+    try:
+        config = json.loads((Path(base) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"base_model": str(base)}
+    name = config.get("_name_or_path") or config.get("_model_name_or_path") or str(base)
+    return {"base_model": str(name),
+            "base_model_dtype": str(config.get("torch_dtype") or config.get("dtype") or "")}
 
 
 def metric_name(key: str) -> str:
@@ -73,10 +124,13 @@ def first_connection(uri: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def mlflow_run(stage: str, domain: str, system: str, params: dict[str, Any],
-               seed: int | None = None, method: str = "", precision: str = "") -> Iterator[Any]:
-    """Start a run tagged with stage, domain, system, method (the trained method, if any),
-    seed, precision (the model's, resolved: fp32, bf16, fp16), git commit and the DVC
-    experiment's name and baseline commit."""
+               seed: int | None = None, method: str = "", precision: str = "",
+               tags: dict[str, str] | None = None) -> Iterator[Any]:
+    """Start a run with `params` (every params.yaml section the stage read) and tagged with
+    stage, domain, system, method (the trained method, if any), seed, precision (the
+    model's, resolved: fp32, bf16, fp16), the git commit and whether the tree differed from
+    it, the DVC stage and the digest of its dvc.lock, the DVC experiment's name
+    ("workspace" for a plain `dvc repro`) and the commit it ran from, and `tags`."""
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -87,6 +141,7 @@ def mlflow_run(stage: str, domain: str, system: str, params: dict[str, Any],
             artifacts = (repository_root() / "mlartifacts").resolve().as_uri()
             mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts)
         mlflow.set_experiment(EXPERIMENT)
+    commit, dvc_stage = git_commit(), os.environ.get("DVC_STAGE", "")
     tags = {
         "stage": stage,
         "domain": domain,
@@ -94,10 +149,14 @@ def mlflow_run(stage: str, domain: str, system: str, params: dict[str, Any],
         "method": method,
         "seed": "" if seed is None else str(seed),
         "precision": precision,
-        "git_commit": git_commit(),
+        "git_commit": commit,
+        "git_dirty": git_dirty(),
+        "dvc_stage": dvc_stage,
+        "dvc_lock_sha256": lock_digest(dvc_stage) if dvc_stage else "",
         "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
-        "dvc_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
-    }
+        # a plain `dvc repro` runs from the workspace's commit
+        "dvc_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", commit),
+    } | (tags or {})
     name = "-".join([stage, domain, system] + ([f"seed{seed}"] if seed is not None else []))
     with mlflow.start_run(run_name=name, tags=tags) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})

@@ -10,6 +10,7 @@
     polychromic seal                   check (or write) the sealed confirmation splits
     polychromic protocol               write the protocol run's params (studies/protocol)
     polychromic study sweep|selection  write an arms study's params (studies/<name>)
+    polychromic runs export            the MLflow store into runs/, for dvc push
 
 Each is also `python -m polychromic.commands.<command>`. Like stages, commands import
 libraries only, never a stage or another command (tests/unit/test_stage_deps.py).
@@ -29,7 +30,8 @@ COMMANDS = {"doctor": "is this machine ready for `dvc repro`?",
             "precision": "fp32 vs bf16 on validation prompts, several seeds (docs/precision.md)",
             "seal": "check (or write once) each domain's sealed confirmation split",
             "protocol": "write (or --check) the protocol run's params (docs/protocol.md)",
-            "study": "write (or --check) an arms study's params: sweep, selection"}
+            "study": "write (or --check) an arms study's params: sweep, selection",
+            "runs": "export the MLflow store into runs/ (DVC-tracked) for a collaborator"}
 
 
 def cli(argv: list[str] | None = None) -> None:

@@ -396,8 +396,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from polychromic import tracking
 
-    with tracking.mlflow_run("compare", args.domain, config.reference,
-                             {"compare": asdict(config), "seeds": seeds}):
+    read = {"compare": asdict(config), "seeds": seeds} | tracking.declared(
+        params, [f"{args.domain}.primary", "systems"])
+    with tracking.mlflow_run("compare", args.domain, config.reference, read):
         tracking.log_metrics({f"{c['b']}.{c['metric']}.{key}": c[key]
                               for c in result["comparisons"]
                               for key in ("mean_difference", "cohens_dz", "wilcoxon_p",

@@ -207,8 +207,9 @@ def main(argv: list[str] | None = None) -> None:
                    "precision": precision,
                    "sampling": {key: rows[0].get(key) for key in SAMPLING_POINT}, **summary}
         scores = [{**row, "precision": precision} for row in scores]
-        with tracking.mlflow_run("evaluate", args.domain, args.system,
-                                 {"evaluate": asdict(config)}, seed=args.seed,
+        read = {"evaluate": asdict(config), "sampling": summary["sampling"]} | tracking.declared(
+            params, ["runtime", f"{args.domain}.checker", f"{args.domain}.prompt"])
+        with tracking.mlflow_run("evaluate", args.domain, args.system, read, seed=args.seed,
                                  method=args.system if trained else "", precision=precision):
             tracking.log_metrics({k: v for k, v in summary.items()
                                   if k not in ("checker", "seed", "sampling")}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from polychromic.config import UserError, load_section, read_params, require, run_main, stage_help
@@ -31,6 +32,28 @@ from polychromic.settings import EvaluateConfig, FrontierConfig, GenerateConfig
 
 PROMPTED = ("zero_shot", "few_shot")
 KNOBS = ("temperature", "adapter_scale")  # what --frontier sweeps
+
+
+def log_runs(args: argparse.Namespace, params: dict, written: dict[Path, list[dict]],
+             seconds: dict[Path, float], precision: str) -> None:
+    """One MLflow run per point sampled: the params read, where it was sampled (split,
+    temperature, adapter scale), the base model, and how long it took."""
+    from polychromic import tracking
+
+    read = tracking.declared(params, ["generate", "evaluate.ks", "runtime",
+                                      f"{args.domain}.prompt", f"{args.domain}.sampling"])
+    for out, rows in written.items():
+        point = {"split": args.split, "temperature": rows[0]["temperature"] if rows else None,
+                 "adapter_scale": rows[0]["adapter_scale"] if rows else None,
+                 "adapter": args.adapter or ""}
+        with tracking.mlflow_run("generate", args.domain, args.system, read | {"point": point},
+                                 seed=args.seed, precision=precision,
+                                 method=args.system if args.adapter else "",
+                                 tags=tracking.base_model_tags(args.base)):
+            samples = sum(len(r["samples"]) for r in rows)
+            tracking.log_metrics({"prompts": len(rows), "samples": samples,
+                                  "seconds": seconds[out],
+                                  "samples_per_second": samples / max(seconds[out], 1e-9)})
 
 
 def matched_temperature(path: Path) -> float:
@@ -167,17 +190,20 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = load_tokenizer(args.base)
     tokenizer.padding_side = "left"  # generation continues from the right edge
     runtime = runtime_config(params)
-    written, model, merged_scale = {}, None, None
+    written, seconds, model, merged_scale = {}, {}, None, None
     for temperature, scale, out in points:
         if scale != merged_scale:  # a scale is merged into the weights: load again
             model = load_model(args.base, args.adapter, runtime, merge_adapter=True,
                                adapter_scale=scale).eval()
             merged_scale = scale
+        started = time.perf_counter()
         with runtime.autocast(), tqdm(total=len(records), desc=f"generate {args.domain}/"
                                       f"{args.system} {out.stem}", unit="prompt") as progress:
             written[out] = generate_rows(model, tokenizer, domain, records, examples, config,
                                          args.system, args.seed, runtime.mixed_precision(),
                                          progress.update, temperature, scale)
+        seconds[out] = time.perf_counter() - started
+    log_runs(args, params, written, seconds, runtime.mixed_precision())
     if args.frontier is None:
         write_jsonl(args.out, written[Path(args.out)])
     else:  # the folder appears whole or not at all

@@ -113,8 +113,11 @@ def main(argv: list[str] | None = None) -> None:
             args, params, logged, [train_path, val_path]))
 
     precision = runtime.mixed_precision()
-    run = (tracking.mlflow_run("train", args.domain, args.method, logged, seed=args.seed,
-                               method=args.method, precision=precision)
+    read = logged | tracking.declared(params, ["runtime"] + [
+        f"{args.domain}.{key}" for key in ("train", "prompt", "sampling", "checker")])
+    run = (tracking.mlflow_run("train", args.domain, args.method, read, seed=args.seed,
+                               method=args.method, precision=precision,
+                               tags=tracking.base_model_tags(args.base))
            if main_process else contextlib.nullcontext())
     with run:
         curves = TrainingCurves(args.plots, main_process)

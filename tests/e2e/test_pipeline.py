@@ -65,8 +65,40 @@ def check_push_and_pull(tmp_path, repo, endpoint):
     assert any(path.endswith("adapter_model.safetensors") for path in outputs(clone))
 
 
+def run_ids(store) -> list[str]:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{store}")
+    runs = mlflow.search_runs(experiment_names=["polychromic-lora"], output_format="list")
+    return sorted(run.info.run_id for run in runs)
+
+
+def check_run_records(repo, head, domain):
+    """What a collaborator needs to read a run without the repository at hand: the params
+    the stage read (base model, runtime, sampling included), where and from what it ran."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["polychromic-lora"], output_format="list")
+    for run in runs:
+        tags, params = run.data.tags, run.data.params
+        assert tags["git_dirty"] in ("true", "false") and tags["dvc_baseline_rev"] == head
+        assert tags["dvc_stage"].startswith(tags["stage"]), tags["dvc_stage"]  # generate_trained@…
+        assert len(tags["dvc_lock_sha256"]) == 64 or tags["dvc_lock_sha256"] == "none"
+        if tags["stage"] in ("train", "generate", "evaluate"):
+            assert "runtime.precision" in params, (tags["stage"], sorted(params))
+        if tags["stage"] in ("train", "generate"):
+            assert tags["base_model"] and f"{domain}.sampling.temperature" in params
+    # each stage saw dvc.lock as the stages before it left it
+    assert len({run.data.tags["dvc_lock_sha256"] for run in runs}) > 1
+    generated = [r for r in runs if r.data.tags["stage"] == "generate"]
+    assert sorted(r.data.tags["system"] for r in generated) == sorted(SYSTEMS)
+    assert all(r.data.params["point.split"] == "dev" and r.data.metrics["samples"] > 0
+               for r in generated)
+
+
 def check_mlflow_runs(repo, head):
-    runs = mlflow_runs(repo)
+    runs = [run for run in mlflow_runs(repo) if run[0] != "generate"]
     assert sorted((stage, system) for stage, system, *_ in runs) == sorted(
         [("train", "baseline"), ("train", "polychromic"), ("compare", "polychromic")]
         + [("evaluate", s) for s in SYSTEMS])
@@ -98,7 +130,11 @@ def test_dvc_repro_replies_push_pull_and_a_new_seed(tmp_path, tiny_model_dir, s3
     shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json"))
     assert shown, "dvc metrics show found nothing"
     check_mlflow_runs(repo, head)
+    check_run_records(repo, head, "replies")
+    sh(repo, "python", "-m", "polychromic.commands.runs", "export")  # runs/, DVC-tracked
     check_push_and_pull(tmp_path, repo, s3_endpoint)
+    # the collaborator's `dvc pull` brought every run, readable where it landed
+    assert run_ids(tmp_path / "clone" / "runs" / "mlflow.db") == run_ids(repo / "mlflow.db")
 
     # A second seed adds its own train/generate/evaluate runs and leaves seed 42 cached.
     params = yaml.safe_load((repo / "params.yaml").read_text())
