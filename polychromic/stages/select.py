@@ -3,7 +3,7 @@ rule of docs/objectives.md.
 
 Per arm of the study that trains in the domain (params.yaml `arms`, in order: LoRA, then the
 candidates): the mean over val prompts, with a percentile bootstrap 95% CI, of pass@1,
-pass@10 and the domain's primary diversity, from the arm's val scores
+the domain's primary pass@k (pass@10) and diversity, from the arm's val scores
 (arms/<arm>/data/val_scores/<domain>/seed<S>.jsonl, the first of `seeds`); then the rule
 (`selection.select`): eligibility against LoRA and the choice. Writes selection.json and
 selection.md (the selection table, committed before the confirmation run).
@@ -21,7 +21,7 @@ from polychromic.selection import select
 from polychromic.settings import CompareConfig, PrimaryHypotheses, listed
 from polychromic.tables import fmt, md_table
 
-QUALITY, PASSK = "pass@1", "pass@10"
+QUALITY = "pass@1"  # the pass@k is the domain's primary one (pass@10 in every domain)
 
 
 def arm_weight(params: dict, method: str) -> float | None:
@@ -30,7 +30,7 @@ def arm_weight(params: dict, method: str) -> float | None:
     return section.get("weight", section.get("diversity_weight"))
 
 
-def table(result: dict, points: list[dict], diversity: str) -> str:
+def table(result: dict, points: list[dict], diversity: str, passk: str) -> str:
     rows_by = {r["arm"]: r for r in result["rows"]}
 
     def cell(point: dict, metric: str) -> str:
@@ -47,8 +47,8 @@ def table(result: dict, points: list[dict], diversity: str) -> str:
                    if p["arm"] == result["chosen"] else "eligible" if row["eligible"]
                    else "; ".join(row["why_not"]))
         rows.append([p["arm"], p["method"], "–" if p["weight"] is None else f"{p['weight']:g}",
-                     cell(p, QUALITY), cell(p, PASSK), cell(p, diversity), verdict])
-    return md_table(["Arm", "Method", "Weight", QUALITY, PASSK, diversity, "Rule"], rows,
+                     cell(p, QUALITY), cell(p, passk), cell(p, diversity), verdict])
+    return md_table(["Arm", "Method", "Weight", QUALITY, passk, diversity, "Rule"], rows,
                     "lllrrrl")
 
 
@@ -81,15 +81,16 @@ def main(argv: list[str] | None = None) -> None:
     if lora is None:
         raise UserError(f"params.yaml: 'arms' has no LoRA arm (method baseline) in "
                         f"{args.domain}")
-    metrics = list(dict.fromkeys([QUALITY, PASSK, primary.diversity]))
+    metrics = list(dict.fromkeys([QUALITY, primary.passk, primary.diversity]))
     points = frontier_points(runs, metrics, config.resamples, config.seed)
     for point, run in zip(points, runs, strict=True):
         point.update(arm=run["arm"], method=run["system"], weight=run["weight"])
-    result = select(points, lora, primary.diversity, primary.margin, PASSK, QUALITY)
-    page = (f"## Selection on val: {args.domain}\n\n{table(result, points, primary.diversity)}"
+    result = select(points, lora, primary.diversity, primary.margin, primary.passk, QUALITY)
+    page = (f"## Selection on val: {args.domain}\n\n"
+            f"{table(result, points, primary.diversity, primary.passk)}"
             f"\n\nEligible: {QUALITY} at least {fmt(result['quality_floor'])} (LoRA's minus "
             f"{primary.margin:.0%} of it) and {primary.diversity} at least "
-            f"{fmt(result['diversity_floor'])} (LoRA's); chosen: the highest {PASSK} among "
+            f"{fmt(result['diversity_floor'])} (LoRA's); chosen: the highest {primary.passk} among "
             f"them (docs/objectives.md). Mean over val prompts, seed {seed}, 95% bootstrap "
             "CI in brackets.\n")
     outputs = {"selection.md": page.encode()}

@@ -131,7 +131,7 @@ def test_a_bf16_run_writes_its_precision_everywhere(tmp_path, tiny_model_dir):
     assert {r["precision"] for r in rows("s.jsonl")} == {"bf16"}
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["polychromic-lora"])
-    assert sorted(runs["tags.stage"]) == ["evaluate", "train"]
+    assert sorted(runs["tags.stage"]) == ["evaluate", "generate", "train"]
     assert set(runs["tags.precision"]) == {"bf16"}
 
 
