@@ -116,31 +116,22 @@ def run_exp_show(all_commits: bool) -> Any:
         raise malformed(f"not JSON: {err.msg} at line {err.lineno}") from None
 
 
-def file_reader(path: str) -> Callable[[str], dict | None]:
-    """rev -> the JSON object at `path` in that revision (Git or DVC cache; the working
-    tree for "workspace"), None where it has none."""
+def read_at(rev: str, path: str) -> dict | None:
+    """The JSON object at `path` in revision `rev` (Git or DVC cache; the working tree for
+    "workspace"), None where it has none."""
+    import dvc.api
+    from dvc.exceptions import DvcException
 
-    def read(rev: str) -> dict | None:
-        import dvc.api
-        from dvc.exceptions import DvcException
-
-        try:
-            text = (Path(path).read_text(encoding="utf-8") if rev == "workspace"
-                    else dvc.api.read(path, rev=rev))
-        except (OSError, DvcException):
-            return None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path} at {rev[:7]}:{err.lineno}: malformed JSON") from None
-        return data if isinstance(data, dict) else None
-
-    return read
-
-
-def read_comparison(domain: str) -> Callable[[str], dict | None]:
-    """rev -> comparison.json at that revision, None where it has none."""
-    return file_reader(f"metrics/{domain}/comparison.json")
+    try:
+        text = (Path(path).read_text(encoding="utf-8") if rev == "workspace"
+                else dvc.api.read(path, rev=rev))
+    except (OSError, DvcException):
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} at {rev[:7]}:{err.lineno}: malformed JSON") from None
+    return data if isinstance(data, dict) else None
 
 
 def add_seed_metrics(rows: list[dict], domain: str,
@@ -186,8 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         exp_show = run_exp_show(args.all_commits)
     rows = exp_rows(exp_show, domain)
-    add_seed_metrics(rows, domain, lambda rev, path: file_reader(path)(rev))
-    add_comparisons(rows, read_comparison(domain))
+    add_seed_metrics(rows, domain, read_at)
+    add_comparisons(rows, lambda rev: read_at(rev, f"metrics/{domain}/comparison.json"))
     figures = args.figures or Path("plots/ablations") / domain
     outputs: dict[Path, str | bytes] = {
         args.out / "table2.md": table2(rows, domain, tex=False),
