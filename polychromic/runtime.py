@@ -21,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import os
 import platform
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,9 @@ from polychromic.config import UserError, load_section, require
 DEVICES = ("auto", "cuda", "mps", "cpu")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 QUANTIZATIONS = ("none", "4bit")
+# transformers' attn_implementation: auto leaves it to transformers (sdpa where the model
+# supports it); flash_attention_2 needs the flash-attn package and a CUDA GPU
+ATTENTIONS = ("auto", "eager", "sdpa", "flash_attention_2")
 # CPU flags (Linux's /proc/cpuinfo) of native bf16 products: x86's AVX-512 BF16 and AMX, Arm's
 # BF16 extension. Without them bf16 is emulated (6-140x slower than fp32, docs/precision.md).
 NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
@@ -95,16 +100,25 @@ class Runtime:
         "help": "the sentence encoder and BERTScore: cpu | auto | cuda | mps"})
     quantization: str = field(default="none", metadata={
         "help": "none | 4bit (QLoRA: NF4 base weights through bitsandbytes; CUDA only)"})
+    attention: str = field(default="auto", metadata={
+        "help": "the LLM's attention kernel: auto (transformers' choice: sdpa) | eager | sdpa | "
+                "flash_attention_2 (pip install flash-attn; CUDA only)"})
     processes: int = field(default=1, metadata={
-        "help": "training processes (DDP through torch.distributed.run: one per GPU, gloo on "
-                "the CPU); each takes train.batch_size examples a step"})
+        "help": "processes, one per GPU (gloo on the CPU), under torch.distributed.run: train "
+                "runs DDP (each takes train.batch_size examples a step); generate shares out "
+                "its batches of prompts (the same samples as one process)"})
 
     def check(self, key: str) -> None:
         require(self.processes >= 1, f"{key}.processes", "must be >= 1")
         for name, allowed in (("device", DEVICES), ("metric_device", DEVICES),
-                              ("precision", PRECISIONS), ("quantization", QUANTIZATIONS)):
+                              ("precision", PRECISIONS), ("quantization", QUANTIZATIONS),
+                              ("attention", ATTENTIONS)):
             require(getattr(self, name) in allowed, f"{key}.{name}",
                     f"must be one of {', '.join(allowed)}")
+        if self.attention == "flash_attention_2":
+            require(importlib.util.find_spec("flash_attn") is not None, f"{key}.attention",
+                    "flash_attention_2 needs the package flash-attn (pip install flash-attn "
+                    "--no-build-isolation, on a CUDA machine)")
 
     def model_device(self) -> str:
         return available(self.device, "runtime.device")
@@ -151,6 +165,15 @@ class Runtime:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast(self.model_device(), dtype=dtype)
 
+    def attention_kwargs(self) -> dict:
+        """from_pretrained's attn_implementation, when not left to transformers."""
+        if self.attention == "auto":
+            return {}
+        if self.attention == "flash_attention_2" and self.model_device() != "cuda":
+            raise UserError("params.yaml: 'runtime.attention' flash_attention_2 needs a CUDA "
+                            f"device (the model runs on {self.model_device()}): use auto")
+        return {"attn_implementation": self.attention}
+
     def quantization_config(self):
         """transformers' BitsAndBytesConfig for 4-bit loading, or None; bitsandbytes is only
         imported when asked for."""
@@ -196,8 +219,23 @@ def available(device: str, key: str) -> str:
     return device
 
 
-def runtime_config(params: dict) -> Runtime:
-    """The checked `runtime` section (all defaults where params.yaml has none), applied."""
-    runtime = load_section(Runtime, params, "runtime") if "runtime" in params else Runtime()
+def runtime_config(params: dict, only: tuple[str, ...] | None = None) -> Runtime:
+    """The checked `runtime` section (all defaults where params.yaml has none), applied.
+    `only`: read just these keys (the rest keep their defaults), those a stage tracks."""
+    runtime = (load_section(Runtime, params, "runtime", only=only) if "runtime" in params
+               else Runtime())
     runtime.apply()
     return runtime
+
+
+def relaunch(module: str, processes: int, argv: list[str]) -> int:
+    """Stage `module` again under torch.distributed.run (what `accelerate launch --multi_gpu`
+    runs), one process per GPU or, on the CPU, per share of the cores; its exit status."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={processes}", "-m", module, *argv]
+    return subprocess.run(command).returncode
+
+
+def launched() -> bool:
+    """Whether this process is one of torch.distributed.run's (or accelerate's)."""
+    return "LOCAL_RANK" in os.environ

@@ -74,6 +74,10 @@ class BaseModelConfig:
         default="embedded:smollm2",
         metadata={"help": "'embedded:smollm2', a hub id (e.g. Qwen/Qwen3-8B) or a local path"},
     )
+    revision: str = field(
+        default="", metadata={"help": "a hub id's commit to load (its 40-hex sha; a branch or "
+                              "tag is resolved to its sha, which models/base/hub.json records); "
+                              "required for a hub id, unused otherwise"})
     dtype: str = field(default="float32", metadata={"help": "weights dtype: " + ", ".join(DTYPES)})
     thinking: bool = field(
         default=False, metadata={"help": "for chat templates with an `enable_thinking` switch "

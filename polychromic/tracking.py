@@ -78,7 +78,12 @@ def declared(params: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
 
 def base_model_tags(base: str | Path) -> dict[str, str]:
     """The base checkpoint a run used: its name (config.json's `_name_or_path`, where the
-    checkpoint came from) and stored dtype."""
+    checkpoint came from; a hub id's repo@commit) and stored dtype."""
+    try:  # a hub id's pinned commit (hub.HUB_POINTER)
+        hub = json.loads((Path(base) / "hub.json").read_text(encoding="utf-8"))
+        return {"base_model": f"{hub['repo']}@{hub['revision']}", "base_model_dtype": hub["dtype"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     try:
         config = json.loads((Path(base) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -6,7 +6,8 @@
 #   smollm2-*.json   bench: SmolLM2-135M's shape, the default training settings, in fp32
 #                    and in bf16 (base weights stored in bf16, autocast; docs/precision.md)
 #   qwen3-8b.json    bench: Qwen3-8B's shape, bf16, the original design's LoRA settings
-#                    (CHECKPOINTING=true: with gradient checkpointing)
+#                    (CHECKPOINTING=true: with gradient checkpointing; ATTENTION=eager,
+#                    sdpa or flash_attention_2: runtime.attention, default auto = sdpa)
 # Both benches use random weights (the checkpoints cannot be fetched there): per-step costs
 # are the models', and samples run to max_new_tokens (random text seldom ends early).
 set -u
@@ -52,6 +53,7 @@ timeout 240 python3 -m polychromic.commands.bench --base .gpu/qwen3-8b --data .g
     --set 'train.lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]' \
     --set polychromic.temperature=0.9 --set polychromic.top_p=0.9 \
     --set runtime.gradient_checkpointing=${CHECKPOINTING:-false} \
+    --set runtime.attention=${ATTENTION:-auto} \
     > "$out/qwen3-8b.json" 2>> "$out/bench.log"
 echo "qwen3-8b bench exit $?" >> "$out/gpu.txt"
 cat "$out/gpu.txt" "$out"/smollm2-*.json "$out/qwen3-8b.json"; tail -5 "$out/tests.log"

@@ -206,6 +206,22 @@ def build_tiny_llama(out: Path, tokenizer_dir: Path, tie_word_embeddings: bool) 
     return out
 
 
+def save_random_adapter(model_dir: Path, out: Path) -> None:
+    """A LoRA adapter (r 2 on q and v) on `model_dir` whose B is drawn as if trained (not
+    zero), seeded: samples with it differ from the base model's."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
+                           LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.5)
+    model.save_pretrained(out)
+
+
 def domain_sampling(**settings):
     """A domain's `Sampling` (every key required): the replies-like settings that the tests
     were written with (30 prompts, 32 new tokens, temperature 0.7, top-k 50, top-p
@@ -415,6 +431,18 @@ def interpolate(text: str, item: dict, variables: dict | None = None) -> str:
     return re.sub(r"\$\{([\w.]+)\}", value, text)
 
 
+def untracked_params(module: str) -> tuple[str, ...]:
+    """The params keys stage `module` reads but need not track in dvc.yaml, its
+    UNTRACKED_PARAMS (each tested not to change its outputs); none for a module that is not
+    the package's."""
+    import importlib
+
+    try:
+        return tuple(getattr(importlib.import_module(module), "UNTRACKED_PARAMS", ()))
+    except ModuleNotFoundError:
+        return ()
+
+
 def undeclared_params(repo: Path, trace: Path, folders: tuple[str, ...] = (".",)) -> list[str]:
     """Each stage run that `trace` recorded (config.TRACE_ENV: its arguments and the params
     keys it read) against the params its stage declares, in the dvc.yaml of any of
@@ -438,7 +466,8 @@ def undeclared_params(repo: Path, trace: Path, folders: tuple[str, ...] = (".",)
                     while "=" in words[0]:  # an environment assignment before the command
                         words = words[1:]
                     where = name if folder == "." else f"{folder}:{name}"
-                    declared[tuple(words[3:])] = (f"{where} {item}", keys)  # python -m M
+                    declared[tuple(words[3:])] = (f"{where} {item}",
+                                                  [*keys, *untracked_params(words[2])])
     found = []
     runs = [json.loads(line) for line in trace.read_text().splitlines()]
     assert runs, f"{trace}: no stage recorded what it read"

@@ -112,7 +112,8 @@ def model_loader(base: str, random_weights: bool, dtype: str, runtime: Runtime) 
         # initialised where it runs: seconds, not minutes, at 8B
         with torch.device(runtime.model_device()):
             model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base),
-                                                     dtype=getattr(torch, dtype))
+                                                     dtype=getattr(torch, dtype),
+                                                     **runtime.attention_kwargs())
         if runtime.weights_dtype() is not None:  # as load_model stores them
             cast_base_weights(model, runtime.weights_dtype())
         return model

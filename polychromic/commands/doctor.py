@@ -92,7 +92,8 @@ def check_packages(root: Path = ROOT) -> list[Finding]:
 
 
 def check_base_model(params: dict) -> Finding:
-    from polychromic.base_source import EMBEDDED, cached_on_disk, embedded_gguf, hub_reachable
+    from polychromic.base_source import EMBEDDED, embedded_gguf
+    from polychromic.hub import cached_on_disk, hub_reachable
     from polychromic.settings import BaseModelConfig
 
     config = load_section(BaseModelConfig, params, "base_model")
@@ -109,13 +110,19 @@ def check_base_model(params: dict) -> Finding:
         ok = (Path(source) / "config.json").is_file()
         return Finding("base model", ok, f"{source}" + ("" if ok else ": no config.json there"),
                        "set base_model.source to a checkpoint directory (config.json, weights)")
-    if cached_on_disk(source):
-        return Finding("base model", True, f"{source} (in the Hugging Face cache)")
+    if not config.revision:
+        return Finding("base model", False, f"{source}: a hub id without base_model.revision",
+                       "set base_model.revision to the commit sha to load (the hub page's "
+                       "'Files and versions', or: hf download " + source + ")")
+    at = f"{source}@{config.revision}"
+    if cached_on_disk(source, config.revision):
+        return Finding("base model", True, f"{at} (in the Hugging Face cache)")
     reachable = hub_reachable()
     return Finding("base model", reachable,
-                   f"{source}: not in the Hugging Face cache; the hub is "
+                   f"{at}: not in the Hugging Face cache; the hub is "
                    + ("reachable (downloaded on first use)" if reachable else "out of reach"),
-                   f"hf download {source}  (on a machine that reaches the hub)")
+                   f"hf download {source} --revision {config.revision}  (on a machine that "
+                   "reaches the hub)")
 
 
 def check_data(params: dict) -> list[Finding]:

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from polychromic import tracking
 
-    device = runtime_config(params).metrics_device()
+    device = runtime_config(params, ("metric_device",)).metrics_device()  # it runs no LLM
     embed = shared_embedder(config.embedding_model, "evaluate.embedding_model", device)
     embed_independent = shared_embedder(config.independent_model,
                                         "evaluate.independent_model", device)
@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> None:
                    "sampling": {key: rows[0].get(key) for key in SAMPLING_POINT}, **summary}
         scores = [{**row, "precision": precision} for row in scores]
         read = {"evaluate": asdict(config), "sampling": summary["sampling"]} | tracking.declared(
-            params, ["runtime", f"{args.domain}.checker", f"{args.domain}.prompt"])
+            params, ["runtime.metric_device", f"{args.domain}.checker",
+                     f"{args.domain}.prompt"])
         with tracking.mlflow_run("evaluate", args.domain, args.system, read, seed=args.seed,
                                  method=args.system if trained else "", precision=precision):
             tracking.log_metrics({k: v for k, v in summary.items()

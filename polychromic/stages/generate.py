@@ -13,12 +13,19 @@ temperature of params.yaml's `frontier.temperatures` (or every adapter scale of
 `frontier.adapter_scales`) in one process, each point to its own file in the --out folder,
 `temperature-<t>.jsonl` (`adapter_scale-<s>.jsonl`): the same rows as one run per point,
 without loading the model (and the Python stack) again for each.
+
+With `runtime.processes` N > 1 the stage runs as N processes under torch.distributed.run, one
+per GPU: the batches of prompts (planned as one process plans them, each with its own seed)
+are dealt out in turn, and the main process gathers the rows and writes them, so the file is
+the one a single process writes (tests/integration/test_generate_processes.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -26,12 +33,17 @@ from polychromic.config import UserError, load_section, read_params, require, ru
 from polychromic.domains import RECORD_FIELDS, Domain, Record, few_shot_examples, load_domain
 from polychromic.io import atomic_path, read_jsonl, write_jsonl
 from polychromic.modeling import load_model, load_tokenizer, prompt_text
-from polychromic.runtime import runtime_config
+from polychromic.runtime import launched, relaunch, runtime_config
 from polychromic.sampling import full_attention_only, sample_and_score
 from polychromic.settings import EvaluateConfig, FrontierConfig, GenerateConfig
 
 PROMPTED = ("zero_shot", "few_shot")
 KNOBS = ("temperature", "adapter_scale")  # what --frontier sweeps
+# The runtime keys this stage reads. dvc.yaml tracks all but `processes`: N processes write
+# the samples of one (tests/integration/test_generate_processes.py), so changing it reruns
+# nothing.
+RUNTIME_KEYS = ("device", "precision", "tf32", "quantization", "attention", "processes")
+UNTRACKED_PARAMS = ("runtime.processes",)
 
 
 def log_runs(args: argparse.Namespace, params: dict, written: dict[Path, list[dict]],
@@ -40,7 +52,8 @@ def log_runs(args: argparse.Namespace, params: dict, written: dict[Path, list[di
     temperature, adapter scale), the base model, and how long it took."""
     from polychromic import tracking
 
-    read = tracking.declared(params, ["generate", "evaluate.ks", "runtime",
+    read = tracking.declared(params, ["generate", "evaluate.ks",
+                                      *(f"runtime.{key}" for key in RUNTIME_KEYS),
                                       f"{args.domain}.prompt", f"{args.domain}.sampling"])
     for out, rows in written.items():
         point = {"split": args.split, "temperature": rows[0]["temperature"] if rows else None,
@@ -101,17 +114,21 @@ def batches(prompt_lengths: list[int], new_tokens: int, limit: int, samples: int
 def generate_rows(model, tokenizer, domain: Domain, records: list[Record],
                   examples: list[Record], config: GenerateConfig, system: str, seed: int,
                   precision: str, progress=None, temperature: float | None = None,
-                  adapter_scale: float = 1.0) -> list[dict]:
-    """One row per record: its samples, and each reference's NLL under the system (which
-    computed in `precision`), at the domain's temperature or `temperature`."""
+                  adapter_scale: float = 1.0, shard: tuple[int, int] = (0, 1)
+                  ) -> list[tuple[int, dict]]:
+    """(record index, row) for each record: its samples, and each reference's NLL under the
+    system (which computed in `precision`), at the domain's temperature or `temperature`.
+    `shard` (rank, processes): only the batches whose number is rank modulo processes; each
+    batch samples with its own seed, so a record's row does not depend on the shard."""
     sampling, rows = domain.sampling, []
     temperature = sampling.temperature if temperature is None else temperature
     texts = [prompt_text(tokenizer, domain.messages(r, examples), domain.assistant_prefix(r))
              for r in records]
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     budget = config.cache_gb * 2**30 / cache_bytes_per_token(model)
-    for batch in batches(lengths, sampling.max_new_tokens, config.batch_prompts, config.n,
-                         budget, full_attention_only(model)):
+    plan = batches(lengths, sampling.max_new_tokens, config.batch_prompts, config.n, budget,
+                   full_attention_only(model))
+    for batch in plan[shard[0]::shard[1]]:
         targets = [[domain.target(records[i], ref) for ref in records[i]["references"]]
                    for i in batch]
         samples, scores = sample_and_score(
@@ -120,12 +137,12 @@ def generate_rows(model, tokenizer, domain: Domain, records: list[Record],
             max_new_tokens=sampling.max_new_tokens, stop=domain.stop, seed=seed + batch.start)
         for i, record_samples, (nll, tokens) in zip(batch, samples, scores, strict=True):
             record = records[i]
-            rows.append({"id": record["id"], "prompt": record["prompt"],
+            rows.append((i, {"id": record["id"], "prompt": record["prompt"],
                          "references": record["references"], "system": system, "seed": seed,
                          "precision": precision, "temperature": temperature,
                          "adapter_scale": adapter_scale,
                          "samples": record_samples, "reference_nll": nll,
-                         "reference_tokens": tokens})
+                         "reference_tokens": tokens}))
         if progress is not None:
             progress(len(batch))
     return rows
@@ -159,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
                         "frontier.adapter_scales (adapter_scale), --out being a folder")
     args = parser.parse_args(argv)
     params = read_params()
+    runtime = runtime_config(params, RUNTIME_KEYS)
     config = load_section(GenerateConfig, params, "generate")
     ks = load_section(EvaluateConfig, params, "evaluate", only=("ks",)).ks
     require(config.n >= max(ks), "generate.n", f"({config.n}) must be >= the largest k in "
@@ -178,6 +196,10 @@ def main(argv: list[str] | None = None) -> None:
     for _, scale, _ in points:
         if not 0 <= scale <= 2 or (scale != 1 and args.adapter is None):
             raise UserError(f"adapter scale {scale}: must be in [0, 2], and needs --adapter")
+    if runtime.processes > 1 and not launched():  # the input checked once, before launching
+        sys.exit(relaunch("polychromic.stages.generate", runtime.processes,
+                          sys.argv[1:] if argv is None else argv))
+    shard = join_processes(runtime)
 
     from tqdm import tqdm
 
@@ -189,7 +211,6 @@ def main(argv: list[str] | None = None) -> None:
     records = records[:domain.sampling.prompts]
     tokenizer = load_tokenizer(args.base)
     tokenizer.padding_side = "left"  # generation continues from the right edge
-    runtime = runtime_config(params)
     written, seconds, model, merged_scale = {}, {}, None, None
     for temperature, scale, out in points:
         if scale != merged_scale:  # a scale is merged into the weights: load again
@@ -197,12 +218,21 @@ def main(argv: list[str] | None = None) -> None:
                                adapter_scale=scale).eval()
             merged_scale = scale
         started = time.perf_counter()
-        with runtime.autocast(), tqdm(total=len(records), desc=f"generate {args.domain}/"
-                                      f"{args.system} {out.stem}", unit="prompt") as progress:
-            written[out] = generate_rows(model, tokenizer, domain, records, examples, config,
-                                         args.system, args.seed, runtime.mixed_precision(),
-                                         progress.update, temperature, scale)
+        bar = tqdm(total=len(records) if shard[1] == 1 else None, unit="prompt",
+                   desc=f"generate {args.domain}/{args.system} {out.stem}",
+                   disable=shard[0] != 0)  # the main process's prompts, when sharded
+        with runtime.autocast(), bar as progress:
+            rows = generate_rows(model, tokenizer, domain, records, examples, config,
+                                 args.system, args.seed, runtime.mixed_precision(),
+                                 progress.update, temperature, scale, shard)
+        written[out] = gathered(rows, shard)
         seconds[out] = time.perf_counter() - started
+    if shard[1] > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    if shard[0] != 0:  # the main process writes and records
+        return
     log_runs(args, params, written, seconds, runtime.mixed_precision())
     if args.frontier is None:
         write_jsonl(args.out, written[Path(args.out)])
@@ -213,6 +243,33 @@ def main(argv: list[str] | None = None) -> None:
                 write_jsonl(folder / out.name, rows)
     print(f"{args.domain}/{args.system}: {len(records)} prompts x {config.n} samples at "
           f"{len(written)} point(s) -> {args.out}")
+
+
+def join_processes(runtime) -> tuple[int, int]:
+    """(rank, processes) of this process: (0, 1) alone; under torch.distributed.run it joins
+    the gloo group (rows travel as Python objects on any device) and takes its own GPU."""
+    if not launched():
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    if runtime.model_device() == "cuda":
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def gathered(rows: list[tuple[int, dict]], shard: tuple[int, int]) -> list[dict]:
+    """Every process's rows in record order (on the main process; [] on the others)."""
+    if shard[1] > 1:
+        import torch.distributed as dist
+
+        parts: list = [None] * shard[1]
+        dist.gather_object(rows, parts if shard[0] == 0 else None, dst=0)
+        if shard[0] != 0:
+            return []
+        rows = [row for part in parts for row in part]
+    return [row for _, row in sorted(rows, key=lambda pair: pair[0])]
 
 
 def frontier_points(params: dict, knob: str | None, temperature: float | None, scale: float,

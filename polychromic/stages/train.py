@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, fields
@@ -32,7 +31,7 @@ from polychromic.methods import (
     method_options,
 )
 from polychromic.modeling import load_model, load_tokenizer
-from polychromic.runtime import runtime_config
+from polychromic.runtime import launched, relaunch, runtime_config
 from polychromic.settings import TrainConfig, train_config
 from polychromic.training import (
     TrainingCurves,
@@ -78,8 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = read_params()
     runtime = runtime_config(params)
-    if runtime.processes > 1 and "LOCAL_RANK" not in os.environ:
-        sys.exit(distributed(runtime.processes, sys.argv[1:] if argv is None else argv))
+    if runtime.processes > 1 and not launched():
+        sys.exit(relaunch("polychromic.stages.train", runtime.processes,
+                          sys.argv[1:] if argv is None else argv))
     config = train_config(params, args.domain)
     settings = method_config(args.method, params)  # an unknown method fails here, early
     domain = load_domain(args.domain, params)
@@ -160,14 +160,6 @@ def main(argv: list[str] | None = None) -> None:
     shutil.rmtree(checkpoints, ignore_errors=True)
     print(f"{args.domain}/{args.method}: {json.dumps(summary)}; {seconds:.1f} s"
           + (f" from step {resume.step_of(start_from)}" if start_from else ""))
-
-
-def distributed(processes: int, argv: list[str]) -> int:
-    """This stage again under torch.distributed.run (what `accelerate launch --multi_gpu`
-    runs), one process per GPU or, on the CPU, per share of the cores; its exit status."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={processes}", "-m", "polychromic.stages.train", *argv]
-    return subprocess.run(command).returncode
 
 
 def run_fingerprint(args, params: dict, logged: dict, data: list[Path]) -> str:

@@ -6,10 +6,9 @@ scores; the protocol's stages rely on it."""
 import json
 
 import pytest
-import torch
 import yaml
 
-from tests.helpers import run_module, tiny_qa_run_params
+from tests.helpers import run_module, save_random_adapter, tiny_qa_run_params
 
 TEMPERATURES = [0.5, 0.7, 0.9, 1.1, 1.3]  # the fewest frontier.temperatures allows
 SCALES = [0.0, 0.5]
@@ -17,21 +16,12 @@ SCALES = [0.0, 0.5]
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, tiny_model_dir):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     root = tmp_path_factory.mktemp("points")
     params = tiny_qa_run_params()
     params["frontier"].update(temperatures=TEMPERATURES, adapter_scales=SCALES)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     run_module(root, "prepare", "--domain", "qa", "--out", "data/qa")
-    torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
-    for name, parameter in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(parameter, std=0.5)  # as if trained: B is not zero
-    model.save_pretrained(root / "adapter")
+    save_random_adapter(tiny_model_dir, root / "adapter")
     return root, str(tiny_model_dir)
 
 

@@ -35,13 +35,19 @@ def test_a_device_the_machine_lacks_is_missing():
 
 
 def test_base_model_sources(tmp_path, monkeypatch):
-    monkeypatch.setattr("polychromic.base_source.hub_reachable", lambda: False)
-    monkeypatch.setattr("polychromic.base_source.cached_on_disk", lambda repo: False)
-    finding = doctor.check_base_model(params_with(base_model={"source": "Org/Model-1B"}))
-    assert not finding.ok and finding.fix.startswith("hf download Org/Model-1B")
+    monkeypatch.setattr("polychromic.hub.hub_reachable", lambda: False)
+    monkeypatch.setattr("polychromic.hub.cached_on_disk", lambda repo, rev: False)
+    hub = {"source": "Org/Model-1B", "revision": "f" * 40}
+    finding = doctor.check_base_model(params_with(base_model=hub))
+    assert not finding.ok
+    assert finding.fix.startswith(f"hf download Org/Model-1B --revision {'f' * 40}")
     assert "out of reach" in finding.detail
-    monkeypatch.setattr("polychromic.base_source.cached_on_disk", lambda repo: True)
-    assert doctor.check_base_model(params_with(base_model={"source": "Org/Model-1B"})).ok
+    monkeypatch.setattr("polychromic.hub.cached_on_disk",
+                        lambda repo, rev: rev == "f" * 40)
+    assert doctor.check_base_model(params_with(base_model=hub)).ok
+    # a hub id must be pinned
+    finding = doctor.check_base_model(params_with(base_model={"source": "Org/Model-1B"}))
+    assert not finding.ok and "without base_model.revision" in finding.detail
     finding = doctor.check_base_model(params_with(base_model={"source": str(tmp_path)}))
     assert not finding.ok and "no config.json" in finding.detail
     (tmp_path / "config.json").write_text("{}")

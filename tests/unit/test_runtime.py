@@ -158,3 +158,26 @@ def test_a_gpu_has_native_bf16_from_ampere_on(monkeypatch, capability, native):
     assert runtime_module.native_bf16("cuda") is native
     assert runtime_module.best_native_precision("cuda") == ("bf16" if native else "fp32")
     assert not runtime_module.native_bf16("mps")
+
+
+def test_attention_is_passed_to_transformers_or_refused(monkeypatch, tiny_model_dir):
+    from polychromic.modeling import load_model
+
+    assert runtime_config({}).attention_kwargs() == {}  # auto: transformers' choice
+    eager = runtime_config({"runtime": {"attention": "eager"}})
+    assert eager.attention_kwargs() == {"attn_implementation": "eager"}
+    assert load_model(tiny_model_dir, runtime=eager).config._attn_implementation == "eager"
+    assert load_model(tiny_model_dir).config._attn_implementation == "sdpa"
+    with pytest.raises(UserError, match=r"'runtime.attention' must be one of auto, eager"):
+        runtime_config({"runtime": {"attention": "flash"}})
+    monkeypatch.setattr(runtime_module.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match=r"'runtime.attention'.*needs the package flash-attn"):
+        runtime_config({"runtime": {"attention": "flash_attention_2"}})
+
+
+@CPU_ONLY
+def test_flash_attention_needs_a_cuda_device(monkeypatch):
+    monkeypatch.setattr(runtime_module.importlib.util, "find_spec", lambda name: object())
+    flash = runtime_config({"runtime": {"attention": "flash_attention_2"}})
+    with pytest.raises(UserError, match="flash_attention_2 needs a CUDA device"):
+        flash.attention_kwargs()

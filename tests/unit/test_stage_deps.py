@@ -224,12 +224,15 @@ def test_an_undeclared_read_is_found(tmp_path):
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"s": {
         "matrix": {"domain": "${domains}"},
         "cmd": "python -m polychromic.stages.s --domain ${item.domain}",
-        "params": ["${item.domain}.data", "k"]}}}))
+        "params": ["${item.domain}.data", "k"]},
+        # generate may read runtime.processes untracked (its UNTRACKED_PARAMS), not the rest
+        "g": {"cmd": "python -m polychromic.stages.generate --out g", "params": ["k"]}}}))
     trace = tmp_path / "trace.jsonl"
     trace.write_text("\n".join(json.dumps(run) for run in [
         {"argv": ["--domain", "a"], "read": ["a.data.x", "k"]},
         {"argv": ["--domain", "b"], "read": ["b.data.y", "b.sampling.top_k", "a.data.x"]},
+        {"argv": ["--out", "g"], "read": ["k", "runtime.processes", "runtime.tf32"]},
         {"argv": ["--other"], "read": []}]) + "\n")
     assert undeclared_params(tmp_path, trace) == [
         "s {'domain': 'b'}: b.sampling.top_k", "s {'domain': 'b'}: a.data.x",
-        "a run of no stage: ['--other']"]
+        "g {}: runtime.tf32", "a run of no stage: ['--other']"]

@@ -41,6 +41,11 @@ def test_base_model_tags_name_the_checkpoint_and_its_dtype(tmp_path):
                                                   "base_model_dtype": "bfloat16"}
     assert tracking.base_model_tags(tmp_path / "missing") == {
         "base_model": str(tmp_path / "missing")}
+    # a hub id's pointer (base_model.revision): the repo at its pinned commit
+    (tmp_path / "hub.json").write_text(json.dumps({"repo": "Qwen/Qwen3-8B", "revision": "f" * 40,
+                                                   "dtype": "bfloat16"}))
+    assert tracking.base_model_tags(tmp_path) == {"base_model": f"Qwen/Qwen3-8B@{'f' * 40}",
+                                                  "base_model_dtype": "bfloat16"}
 
 
 def test_a_changed_tracked_file_makes_the_tree_dirty(tmp_path, monkeypatch):
