@@ -461,7 +461,8 @@ def bench_training(args, params: dict) -> dict:
               else f"cpu x{torch.get_num_threads()}")
     result = {"device": device, "weights": "random" if args.random_weights else "checkpoint",
               "runtime": {"precision": runtime.mixed_precision(), "tf32": runtime.tf32,
-                          "gradient_checkpointing": runtime.gradient_checkpointing},
+                          "gradient_checkpointing": runtime.gradient_checkpointing,
+                          "attention": runtime.attention},
               "dtype": str(model.dtype).removeprefix("torch."),
               "parameters": sum(p.numel() for p in model.parameters()),
               "steps": args.steps, "batch_size": config.batch_size,
