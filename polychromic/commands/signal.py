@@ -20,6 +20,11 @@ training, and then held fixed.
 
     polychromic signal --domain replies [--method polychromic] [--batches 2] [--draws 8] \
         [--set polychromic.diversity_weight=1.0 ...] [--out FILE]
+    polychromic signal --table metrics/signal/*.json [--into docs/objectives.md]
+
+A training step's cost (`s per step`) is the cross-entropy's forward and backward plus the
+term's update spread over `generate_every` steps, both timed in the same run. The table of
+docs/objectives.md is rendered from the committed results (metrics/signal/), never typed.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from polychromic.io import write_json
 from polychromic.methods import build_trainer, method_options
 from polychromic.modeling import load_model, load_tokenizer
 from polychromic.objective import AdvantageScaler
+from polychromic.results import replace_block
 from polychromic.runtime import runtime_config
 from polychromic.sampled_term import batch_examples, parameter_gradients
 from polychromic.settings import listed, train_config
@@ -102,7 +108,9 @@ def measure(trainer, batches: list[dict], draws: int, weight: float) -> list[dic
     for batch in batches:
         inputs = {k: v for k, v in batch.items() if k != "record_index"}
         model.eval()
+        started = time.perf_counter()
         quality = flat_gradient(trainer.compute_loss(model, inputs), params)
+        ce_seconds = time.perf_counter() - started
         samples, seconds = [], []
         for _ in range(draws):
             started = time.perf_counter()
@@ -118,8 +126,43 @@ def measure(trainer, batches: list[dict], draws: int, weight: float) -> list[dic
             "signal_to_noise": signal / noise if noise > 0 else float("inf"),
             "cosine_mean_to_ce": float(torch.nn.functional.cosine_similarity(
                 stacked.mean(0), quality, dim=0)),
-            "seconds_per_update": float(np.median(seconds))})
+            "seconds_per_update": float(np.median(seconds)), "ce_seconds": ce_seconds})
     return results
+
+
+COLUMNS = [("signal_over_ce", "‖E[w∇term]‖ / ‖∇CE‖", 2),
+           ("noise_over_ce", "noise / ‖∇CE‖", 2),
+           ("signal_to_noise", "signal / noise per update", 2),
+           ("cosine_mean_to_ce", "cosine(mean, ∇CE)", 2),
+           ("seconds_per_update", "s per update", 1),
+           ("seconds_per_step", "s per step", 2)]
+
+
+def read_result(path: Path) -> dict:
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+        missing = [key for key, _, _ in COLUMNS if key not in result["mean"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{path}: not a result of `polychromic signal --out` ({err})") from None
+    if missing or "weight" not in result:
+        raise UserError(f"{path}: lacks {', '.join(missing) or 'weight'} (measured before "
+                        "they were recorded: measure again)")
+    return result
+
+
+def table(results: list[dict]) -> str:
+    """Markdown: a row per result, by domain then method, its settings beside it."""
+    head = ["domain", "method", "weight", "draws", *(title for _, title, _ in COLUMNS),
+            "updates per run"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] * 4 + ["---:"] * (len(COLUMNS) + 1)) + "|"]
+    for r in sorted(results, key=lambda r: (r["domain"], r["method"])):
+        cells = [r["domain"], r["method"], f"{r['weight']:g}",
+                 f"{r['batches']} × {r['draws']}",
+                 *(f"{r['mean'][key]:.{digits}f}" for key, _, digits in COLUMNS),
+                 str(r["updates_per_run"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,7 +180,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a params.yaml value for this measurement")
     parser.add_argument("--out", help="write the result as JSON here")
+    parser.add_argument("--table", nargs="+", metavar="JSON",
+                        help="measure nothing: the table of these results (--out files)")
+    parser.add_argument("--into", metavar="MARKDOWN",
+                        help="with --table: put it between the file's results markers")
     args = parser.parse_args(argv)
+    if args.table:
+        rendered = table([read_result(Path(path)) for path in args.table])
+        if args.into:
+            page = Path(args.into)
+            page.write_text(replace_block(page.read_text(encoding="utf-8"), rendered,
+                                          args.into), encoding="utf-8")
+        print(rendered, end="")
+        return
     if args.draws < 2 or args.batches < 1:
         raise UserError("--draws must be >= 2 and --batches >= 1")
     params = read_params()
@@ -179,8 +234,12 @@ def main(argv: list[str] | None = None) -> None:
     if options.get("checker") is not None:
         options["checker"].close()
     mean = {key: float(np.mean([b[key] for b in per_batch])) for key in per_batch[0]}
+    # a training step's cost: the cross-entropy's forward and backward, and the term's
+    # update every generate_every steps
+    mean["seconds_per_step"] = mean["ce_seconds"] + mean["seconds_per_update"] / term.generate_every
     sampling = trainer.sampling
-    result = {"domain": args.domain, "method": args.method, "draws": args.draws,
+    result = {"domain": args.domain, "method": args.method, "weight": weight,
+              "draws": args.draws,
               "batches": args.batches, "batch_size": size, "mean": mean, "per_batch": per_batch,
               "updates_per_run": -(-config.max_steps // term.generate_every),
               "settings": {f.name: getattr(term, f.name) for f in dataclasses.fields(term)

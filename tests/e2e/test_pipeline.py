@@ -85,8 +85,10 @@ def check_run_records(repo, head, domain):
         assert tags["git_dirty"] in ("true", "false") and tags["dvc_baseline_rev"] == head
         assert tags["dvc_stage"].startswith(tags["stage"]), tags["dvc_stage"]  # generate_trained@…
         assert len(tags["dvc_lock_sha256"]) == 64 or tags["dvc_lock_sha256"] == "none"
-        if tags["stage"] in ("train", "generate", "evaluate"):
+        if tags["stage"] in ("train", "generate"):
             assert "runtime.precision" in params, (tags["stage"], sorted(params))
+        if tags["stage"] == "evaluate":  # the one runtime key it reads (it runs no LLM)
+            assert "runtime.metric_device" in params and tags["precision"], sorted(params)
         if tags["stage"] in ("train", "generate"):
             assert tags["base_model"] and f"{domain}.sampling.temperature" in params
     # each stage saw dvc.lock as the stages before it left it

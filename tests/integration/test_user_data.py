@@ -56,7 +56,7 @@ def test_prepare_stops_on_a_bad_user_file_with_one_line(tmp_path, data, message)
 
 def test_a_hub_id_offline_fails_at_once(tmp_path):
     """No minute of retries: the hub's endpoint is probed once, briefly."""
-    params = {"base_model": {"source": "some-org/some-model"}}
+    params = {"base_model": {"source": "some-org/some-model", "revision": "f" * 40}}
     (tmp_path / "params.yaml").write_text(json.dumps(params))
     env = {"PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf"),
            "HF_ENDPOINT": "http://127.0.0.1:9"}

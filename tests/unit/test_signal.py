@@ -1,6 +1,8 @@
 """The signal measurement's estimator: the norm of a gradient's mean and its noise, from
 independent draws, against hand values and a simulated truth."""
 
+import json
+
 import pytest
 import torch
 
@@ -51,3 +53,33 @@ def test_override_sets_existing_keys_only():
         override(params, "polychromic.lambda=1")
     with pytest.raises(UserError, match="expected key=value"):
         override(params, "polychromic.diversity_weight")
+
+
+def signal_result(domain: str, method: str, weight: float, **mean) -> dict:
+    values = {"signal_over_ce": 0.5, "noise_over_ce": 2.0, "signal_to_noise": 0.25,
+              "cosine_mean_to_ce": -0.125, "seconds_per_update": 16.94,
+              "seconds_per_step": 9.0} | mean
+    return {"domain": domain, "method": method, "weight": weight, "batches": 2, "draws": 8,
+            "updates_per_run": 30, "mean": values}
+
+
+def test_the_table_is_rendered_from_results_sorted_and_rounded(tmp_path):
+    from polychromic.commands.signal import main, table
+
+    rows = table([signal_result("replies", "set_objective", 1.0),
+                  signal_result("qa", "passk", 0.3, signal_over_ce=1.234)]).splitlines()
+    assert rows[0].startswith("| domain | method | weight | draws | ‖E[w∇term]‖ / ‖∇CE‖ |")
+    assert rows[2] == "| qa | passk | 0.3 | 2 × 8 | 1.23 | 2.00 | 0.25 | -0.12 | 16.9 | 9.00 | 30 |"
+    assert rows[3].startswith("| replies | set_objective | 1 | 2 × 8 | 0.50 |")
+    # --table --into: between the page's markers, the rest of the page kept
+    for name, method in [("a.json", "passk"), ("b.json", "polychromic")]:
+        (tmp_path / name).write_text(json.dumps(signal_result("qa", method, 1.0)))
+    page = tmp_path / "page.md"
+    page.write_text("# Page\n<!-- results:start -->\nold\n<!-- results:end -->\nafter\n")
+    main(["--table", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--into", str(page)])
+    text = page.read_text()
+    assert text.startswith("# Page\n<!-- results:start -->\n| domain |") and "old" not in text
+    assert text.endswith("| 30 |\n<!-- results:end -->\nafter\n") and text.count("| qa |") == 2
+    (tmp_path / "old.json").write_text(json.dumps({"domain": "qa", "mean": {}}))
+    with pytest.raises(UserError, match="old.json: lacks signal_over_ce"):
+        main(["--table", str(tmp_path / "old.json")])
