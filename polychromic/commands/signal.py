@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -94,9 +95,11 @@ def calibrate(trainer, batches: list[dict], draws: int) -> None:
         flat, _ = trainer.advantages([texts[p * n:(p + 1) * n] for p in range(rows)],
                                      batch.get("record_index"))
         raw.append(float(np.mean(flat ** 2)))
-    if not any(raw):
-        raise UserError("every calibration draw had zero advantages: the term has no signal "
-                        "on these batches")
+    if not any(raw):  # e.g. no sample passes: measured as training starts, mostly zeros
+        print("warning: every calibration draw had zero advantages (no signal on these "
+              "batches yet); measured with the scale training starts with", file=sys.stderr)
+        trainer.scaler = AdvantageScaler("running")
+        return
     trainer.scaler = AdvantageScaler("running", momentum=1.0)  # momentum 1: held fixed
     trainer.scaler.running_ms = float(np.mean(raw))
 
@@ -123,7 +126,9 @@ def measure(trainer, batches: list[dict], draws: int, weight: float) -> list[dic
         results.append({
             "ce_grad_norm": norm, "signal": signal, "noise": noise,
             "signal_over_ce": signal / norm, "noise_over_ce": noise / norm,
-            "signal_to_noise": signal / noise if noise > 0 else float("inf"),
+            # no gradient in any draw: no signal, and no noise to divide by
+            "signal_to_noise": signal / noise if noise > 0 else 0.0 if signal == 0
+            else float("inf"),
             "cosine_mean_to_ce": float(torch.nn.functional.cosine_similarity(
                 stacked.mean(0), quality, dim=0)),
             "seconds_per_update": float(np.median(seconds)), "ce_seconds": ce_seconds})
@@ -135,6 +140,7 @@ COLUMNS = [("signal_over_ce", "‖E[w∇term]‖ / ‖∇CE‖", 2),
            ("signal_to_noise", "signal / noise per update", 2),
            ("cosine_mean_to_ce", "cosine(mean, ∇CE)", 2),
            ("seconds_per_update", "s per update", 1),
+           ("ce_seconds", "LoRA's s per step", 2),  # the cross-entropy's pass alone
            ("seconds_per_step", "s per step", 2)]
 
 

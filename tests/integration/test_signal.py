@@ -82,6 +82,23 @@ def test_each_sampled_term_method_is_measured(measured, method):
     assert mean["signal"] >= 0 and -1 <= mean["cosine_mean_to_ce"] <= 1
     assert mean["noise_over_ce"] == pytest.approx(mean["noise"] / mean["ce_grad_norm"], rel=1e-5)
     assert result["settings"]["n_generations"] == 4
+    # a step: the cross-entropy's pass plus the update every generate_every (1 here) steps
+    assert mean["seconds_per_step"] == pytest.approx(  # as written: 6 significant digits
+        mean["ce_seconds"] + mean["seconds_per_update"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_a_term_that_no_sample_earns_is_measured_as_zero(measured, monkeypatch, capsys):
+    """Code at the start of training: no program passes, so a quality-gated reward gives
+    every sample 0 and the term no gradient; reported as such, not refused."""
+    monkeypatch.setattr(Parity, "rewards", lambda self, items: [[0.0] * len(s)
+                                                                 for _, s in items])
+    monkeypatch.setattr(Parity, "verdicts", lambda self, items: [
+        [Verdict(passed=False)] * len(s) for _, s in items])
+    mean = measured("quality_diversity")["mean"]
+    assert (mean["signal"], mean["noise"], mean["signal_to_noise"]) == (0.0, 0.0, 0.0)
+    assert mean["ce_grad_norm"] > 0
+    assert "every calibration draw had zero advantages" in capsys.readouterr().err
 
 
 @pytest.mark.slow

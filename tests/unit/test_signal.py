@@ -57,7 +57,7 @@ def test_override_sets_existing_keys_only():
 
 def signal_result(domain: str, method: str, weight: float, **mean) -> dict:
     values = {"signal_over_ce": 0.5, "noise_over_ce": 2.0, "signal_to_noise": 0.25,
-              "cosine_mean_to_ce": -0.125, "seconds_per_update": 16.94,
+              "cosine_mean_to_ce": -0.125, "seconds_per_update": 16.94, "ce_seconds": 0.5,
               "seconds_per_step": 9.0} | mean
     return {"domain": domain, "method": method, "weight": weight, "batches": 2, "draws": 8,
             "updates_per_run": 30, "mean": values}
@@ -69,7 +69,8 @@ def test_the_table_is_rendered_from_results_sorted_and_rounded(tmp_path):
     rows = table([signal_result("replies", "set_objective", 1.0),
                   signal_result("qa", "passk", 0.3, signal_over_ce=1.234)]).splitlines()
     assert rows[0].startswith("| domain | method | weight | draws | ‖E[w∇term]‖ / ‖∇CE‖ |")
-    assert rows[2] == "| qa | passk | 0.3 | 2 × 8 | 1.23 | 2.00 | 0.25 | -0.12 | 16.9 | 9.00 | 30 |"
+    assert rows[2] == ("| qa | passk | 0.3 | 2 × 8 | 1.23 | 2.00 | 0.25 | -0.12 | 16.9 | 0.50 | "
+                       "9.00 | 30 |")
     assert rows[3].startswith("| replies | set_objective | 1 | 2 × 8 | 0.50 |")
     # --table --into: between the page's markers, the rest of the page kept
     for name, method in [("a.json", "passk"), ("b.json", "polychromic")]:
@@ -83,3 +84,16 @@ def test_the_table_is_rendered_from_results_sorted_and_rounded(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps({"domain": "qa", "mean": {}}))
     with pytest.raises(UserError, match="old.json: lacks signal_over_ce"):
         main(["--table", str(tmp_path / "old.json")])
+
+
+def test_the_objectives_page_shows_the_committed_signal_results():
+    from polychromic.commands.signal import read_result, table
+    from polychromic.results import block_of
+    from tests.helpers import REPO
+
+    files = sorted((REPO / "metrics" / "signal").glob("*.json"))
+    assert len(files) == 11  # 3 methods in each domain, and pass@k in code and qa
+    page = (REPO / "docs" / "objectives.md").read_text(encoding="utf-8")
+    assert block_of(page) == table([read_result(f) for f in files]), (
+        "docs/objectives.md's signal table differs from metrics/signal/: run "
+        "`polychromic signal --table metrics/signal/*.json --into docs/objectives.md`")
