@@ -4,6 +4,14 @@
 # everything left. Rerun it after a stop: what finished is kept (DVC), a training resumes.
 cd "$(dirname "$0")/.."
 set -o pipefail
+# A training runs as one stage (-s), which does not look upstream: the root pipeline's
+# outputs it reads (models/base, data/processed) must be those dvc.lock records, or it
+# trains on whatever the working copy holds.
+if ! dvc status dvc.yaml | grep -q "Data and pipelines are up to date"; then
+  echo "error: the root pipeline differs from dvc.lock (dvc status dvc.yaml): run" \
+       "dvc checkout dvc.yaml (or dvc repro) first" >&2
+  exit 1
+fi
 for d in qa replies code; do
   for m in baseline polychromic; do
     for s in 42 123 456; do
