@@ -50,6 +50,7 @@ from polychromic.results import replace_block
 from polychromic.runtime import runtime_config
 from polychromic.sampled_term import batch_examples, parameter_gradients
 from polychromic.settings import listed, train_config
+from polychromic.tables import md_table
 from polychromic.training import (
     add_lora,
     encode_records,
@@ -160,15 +161,11 @@ def table(results: list[dict]) -> str:
     """Markdown: a row per result, by domain then method, its settings beside it."""
     head = ["domain", "method", "weight", "draws", *(title for _, title, _ in COLUMNS),
             "updates per run"]
-    lines = ["| " + " | ".join(head) + " |",
-             "|" + "|".join(["---"] * 4 + ["---:"] * (len(COLUMNS) + 1)) + "|"]
-    for r in sorted(results, key=lambda r: (r["domain"], r["method"])):
-        cells = [r["domain"], r["method"], f"{r['weight']:g}",
-                 f"{r['batches']} × {r['draws']}",
-                 *(f"{r['mean'][key]:.{digits}f}" for key, _, digits in COLUMNS),
-                 str(r["updates_per_run"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    rows = [[r["domain"], r["method"], f"{r['weight']:g}", f"{r['batches']} × {r['draws']}",
+             *(f"{r['mean'][key]:.{digits}f}" for key, _, digits in COLUMNS),
+             str(r["updates_per_run"])]
+            for r in sorted(results, key=lambda r: (r["domain"], r["method"]))]
+    return md_table(head, rows, "l" * 4 + "r" * (len(COLUMNS) + 1)) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         from transformers import AutoConfig, AutoTokenizer
 
         snapshot = hub_snapshot(config)  # the cache folder is named by the commit's sha
+        # only the config is saved (the weights stay in the hub cache)
         model, tokenizer = AutoConfig.from_pretrained(snapshot), AutoTokenizer.from_pretrained(
             snapshot)
         pointer = {"repo": config.source, "revision": snapshot.name, "dtype": config.dtype}
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_path(args.out) as tmp:
         if pointer is None:
             model.save_pretrained(tmp, safe_serialization=True)
-        else:  # config.json only: the weights stay in the hub cache
+        else:  # `model` is the config here: config.json
             model.save_pretrained(tmp)
             (tmp / HUB_POINTER).write_text(json.dumps(pointer, indent=2) + "\n")
         tokenizer.save_pretrained(tmp)
