@@ -54,9 +54,9 @@ def primary_table(comparison: dict) -> str:
     return md_table(header, rows, "ll" + "r" * 7)
 
 
-def domain_block(domain: str, comparison: dict) -> str:
+def domain_block(domain: str, comparison: dict, split: str = "dev") -> str:
     seeds = comparison["seeds"]
-    return (f"**{domain}** ({comparison['n_prompts']} dev prompts, {len(seeds)} seed"
+    return (f"**{domain}** ({comparison['n_prompts']} {split} prompts, {len(seeds)} seed"
             f"{'s' * (len(seeds) != 1)}): {verdict_words(comparison)}\n\n"
             + primary_table(comparison))
 
@@ -109,15 +109,17 @@ def read_json(path: Path, what: str) -> dict:
         raise UserError(f"{path}: cannot read {what} ({err})") from None
 
 
-def matched_line(matched: dict) -> str:
+def matched_line(matched: dict, reference: str = "polychromic",
+                 system: str = "baseline_matched") -> str:
     where = {None: "", "below": " (below the grid: its lowest temperature)",
              "above": " (above the grid: its highest temperature)"}.get(
         matched.get("outside"), f" ({matched.get('outside')} the grid)")
     curve = ", ".join(f"{t:g}: {fmt(v)}" for t, v in matched["curve"])
-    return (f"On val (seed 42), polychromic at temperature {matched['reference_temperature']:g} "
-            f"has {matched['metric']} {fmt(matched['target'])}; LoRA reaches it at temperature "
+    return (f"On val (seed 42), {reference} at temperature "
+            f"{matched['reference_temperature']:g} has {matched['metric']} "
+            f"{fmt(matched['target'])}; LoRA reaches it at temperature "
             f"**{fmt(matched['temperature'])}**{where} (LoRA's curve: {curve}). LoRA at that "
-            "temperature is `baseline_matched`.")
+            f"temperature is `{system}`.")
 
 
 def frontier_table(frontier: dict) -> str:
@@ -183,4 +185,43 @@ def protocol_page(domains: list[str], metrics_root: Path, plots: str) -> str:
             f"Diversity axis: {frontier['diversity']}.\n\n{frontier_table(frontier)}\n\n"
             f"### Power plan for the confirmation run (val, level {plan['alpha']:.3g}, power "
             f"{plan['power']:.0%})\n\n{power_table(plan)}\n")
+    return "\n".join(parts)
+
+
+def confirmation_page(domains: list[str], study: Path, plots: str) -> str:
+    """docs/confirmation-results.md: per domain and reference (polychromic, then the
+    objective selected on val, where one was): the matched temperature (chosen on val), the
+    primary family on the confirmation split, Figure 3's verdicts on it and Table 1.
+    `study`: studies/confirmation; `plots`: its plots folder as the page links it."""
+    parts = ["# Confirmation results\n",
+             "Written by the confirmation run's `results` stage from "
+             "`studies/confirmation/metrics/` (its committed `dvc.lock`'s run); do "
+             "not edit by hand. The protocol they follow, committed before the run: "
+             "[protocol.md](protocol.md); the objectives' selection on val: "
+             "[objectives.md](objectives.md). The sealed confirmation split, scored once.\n"]
+    for domain in domains:
+        metrics = study / "metrics" / domain
+        references = sorted((p.parent.name for p in metrics.glob("*/comparison.json")),
+                            key=lambda name: (name != "polychromic", name))
+        if not references:
+            raise UserError(f"{metrics}: no comparison (<reference>/comparison.json)")
+        parts.append(f"## {domain}\n")
+        for reference in references:
+            system = ("baseline_matched" if reference == "polychromic"
+                      else f"baseline_matched_{reference}")
+            matched = read_json(metrics / f"matched_{reference}.json", "the matched temperature")
+            comparison = read_comparison(metrics / reference / "comparison.json")
+            frontier = read_json(metrics / reference / "frontier.json", "the frontier")
+            table1 = metrics / "report" / reference / "table1.md"
+            try:
+                body = re.sub(r"^## ", "#### ", table1.read_text(encoding="utf-8"), flags=re.M)
+            except OSError as err:
+                raise UserError(f"{table1}: cannot read the report ({err})") from None
+            parts.append(
+                f"### {reference}\n\n{matched_line(matched, reference, system)}\n\n"
+                f"{domain_block(domain, comparison, 'confirmation')}\n\n"
+                f"Figure 3 on confirmation (seed {frontier['seed']}), diversity axis "
+                f"{frontier['diversity']}:\n\n"
+                f"![Figure 3, {domain}, {reference}]({plots}/{domain}/frontier/"
+                f"{reference}/figure3.png)\n\n{frontier_table(frontier)}\n\n{body.strip()}\n")
     return "\n".join(parts)

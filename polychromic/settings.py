@@ -40,10 +40,23 @@ class Experiment:
             values = getattr(self, name)
             require(len(values) > 0 and len(set(values)) == len(values), name,
                     "must be a non-empty list of distinct values")
-        matched = {f"{m}_matched" for m in self.methods}  # docs/protocol.md
-        unknown = sorted(set(self.systems) - set(self.methods) - set(self.prompting) - matched)
+        unknown = sorted(set(self.systems) - set(self.methods) - set(self.prompting)
+                         - set(matched_systems(self.methods)))
         require(not unknown, "systems", f"names {unknown[0] if unknown else ''!r}, which is "
-                "neither in methods nor in prompting (nor <method>_matched)")
+                "neither in methods nor in prompting (nor <method>_matched[_<method>])")
+
+
+def matched_systems(methods: list[str]) -> list[str]:
+    """The systems that sample a method at a temperature matched to another's diversity
+    (docs/protocol.md): <method>_matched (to the reference's), <method>_matched_<other> (to
+    that method's: studies/confirmation, where a domain has two references)."""
+    return [f"{m}_matched" for m in methods] + [f"{m}_matched_{r}" for m in methods
+                                                for r in methods if r != m]
+
+
+def system_method(system: str) -> str:
+    """The method a system samples: itself, or what comes before `_matched`."""
+    return system.split("_matched")[0]
 
 
 def experiment(params: dict[str, Any]) -> Experiment:

@@ -131,5 +131,165 @@ def selection_files(root: Path = Path(), name: str = "selection") -> dict[Path, 
     return files
 
 
-ARMS_STUDIES = {"sweep": sweep_files, "selection": selection_files}
+TRAIN_KEYS = ("runtime", "train")  # with the method and <domain>.<TRAINED>: what train reads
+TRAINED = ("train", "prompt", "sampling", "checker")
+
+
+def selected_arm(root: Path, domain: str) -> dict[str, Any] | None:
+    """The selection study's choice for `domain` ({arm, method, params: the arm's params,
+    seed: the seed it was trained with}), or None where no objective was eligible."""
+    folder = root / STUDIES / "selection"
+    path = folder / "metrics" / domain / "selection.json"
+    if not path.is_file():
+        raise UserError(f"{path}: no such file (the confirmation run carries each domain's "
+                        "objective chosen on val: dvc repro studies/selection/dvc.yaml first)")
+    chosen = read_yaml_mapping(path).get("chosen")
+    if chosen is None:
+        return None
+    study = read_yaml_mapping(folder / "params.yaml")
+    arm_params_path = folder / "arms" / str(chosen) / "params.yaml"
+    if chosen not in (study.get("arms") or {}) or not arm_params_path.is_file():
+        raise UserError(f"{path}: chose {chosen!r}, which is not an arm of "
+                        f"{folder / 'params.yaml'} (polychromic study selection)")
+    return {"arm": chosen, "method": study["arms"][chosen]["method"],
+            "params": read_yaml_mapping(arm_params_path), "seed": study["seeds"][0]}
+
+
+def confirmation_files(root: Path = Path(), name: str = "confirmation") -> dict[Path, str]:
+    """The confirmation run's params (docs/protocol.md): per domain, <domain>/params.yaml,
+    params.yaml with studies/protocol/protocol.yaml (the frozen protocol), confirmation.yaml's
+    `common` and its `per_domain.<domain>` laid over, and the domain's objective chosen on val (the
+    selection study's choice: its method, its settings, and LoRA matched to its val
+    diversity); the study's params.yaml holds what its dvc.yaml's foreach lists run over.
+
+    Adapters are not trained twice: LoRA's and polychromic's are the protocol run's, the
+    selected objective's first seed the selection study's (its training params must be this
+    run's, or the writer refuses), its other seeds trained here."""
+    folder = STUDIES / name
+    spec_path = root / folder / f"{name}.yaml"
+    spec = read_yaml_mapping(spec_path)
+    unknown = sorted(set(spec) - {"common", "per_domain", "prompts"})
+    if unknown:
+        raise UserError(f"{spec_path}: unknown key(s) {unknown} (known: common, per_domain, "
+                        "prompts)")
+    shared = laid_over(read_yaml_mapping(root / STUDIES / "protocol" / "protocol.yaml"),
+                       spec.get("common") or {})
+    shared = laid_over(read_yaml_mapping(root / "params.yaml"), shared)
+    prompts, per_domain = spec.get("prompts") or {}, spec.get("per_domain") or {}
+    if not isinstance(prompts, dict) or not isinstance(per_domain, dict) or (
+            (set(prompts) | set(per_domain)) - set(shared.get("domains") or [])):
+        raise UserError(f"{spec_path}: 'prompts' and 'per_domain' map each of 'domains' to "
+                        "its count and its settings")
+    lists: dict[str, dict] = {key: {} for key in (
+        "unseal", "trainings", "trained", "matched", "matches", "evaluated", "comparisons",
+        "frontier_trained", "pages")}
+    files: dict[Path, str] = {}
+    domains = shared.get("domains") or []
+    chosen_files = [root / STUDIES / "selection/metrics" / d / "selection.json" for d in domains]
+    if not any(path.is_file() for path in chosen_files):
+        # before the selection has chosen: a pipeline of no stages (DVC reads every dvc.yaml
+        # of the repository, so this folder's must parse from a fresh clone)
+        files[folder / "params.yaml"] = dump(
+            {"domains": [], "prompting": [], "seeds": [], "frontier": shared["frontier"],
+             **lists}, name, f"{name}.yaml before the selection study has chosen (no "
+            "stages until it has: then run this again)")
+        return files
+    lists["pages"] = {"confirmation": {"out": "docs/confirmation-results.md"}}
+    for domain in domains:
+        count = prompts.get(domain, 0)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise UserError(f"{spec_path}: prompts.{domain}: a count of sealed records (0: "
+                            "all of them)")
+        params = laid_over(laid_over(shared, per_domain.get(domain) or {}),
+                           {"domains": [domain]})
+        chosen = selected_arm(root, domain)
+        systems = list(params["systems"])
+        comparisons = {"polychromic": ("baseline_matched", list(params["compare"]["against"]))}
+        lists["unseal"][domain] = {"domain": domain, "prompts": count}
+        protocol = "../../protocol"
+        for seed in params["seeds"]:
+            for system in params["methods"]:
+                lists["trained"][f"{domain}-{system}-{seed}"] = {
+                    "domain": domain, "system": system, "seed": seed,
+                    "adapter": f"{protocol}/models/{domain}/{system}/seed{seed}"}
+            lists["matched"][f"{domain}-baseline_matched-{seed}"] = {
+                "domain": domain, "system": "baseline_matched", "seed": seed,
+                "adapter": f"{protocol}/models/{domain}/baseline/seed{seed}",
+                "temperature": f"../metrics/{domain}/matched_polychromic.json"}
+        # the protocol's match, from its val metrics: the same temperature as its
+        # matched.json, here beside the selected objective's
+        lists["matches"][f"{domain}-polychromic"] = {
+            "domain": domain, "method": "polychromic",
+            "reference": f"{protocol}/metrics/val/{domain}/polychromic/evaluated.json"}
+        if chosen is not None:
+            method, arm = chosen["method"], chosen["arm"]
+            params["methods"] = [*params["methods"], method]
+            params[method] = chosen["params"][method]
+            differ = [key for key in (*TRAIN_KEYS, method, *(f"{domain}.{sub}" for sub in TRAINED))
+                      if dotted_get(params, key) != dotted_get(chosen["params"], key)]
+            if differ:
+                raise UserError(f"{spec_path}: {domain}'s objective was selected with "
+                                f"other {', '.join(differ)} (studies/selection/arms/{arm}: "
+                                "rerun the selection, or keep these as they were)")
+            matched = f"baseline_matched_{method}"
+            systems += [method, matched]
+            comparisons[method] = (matched, ["baseline", matched, "zero_shot", "few_shot",
+                                             "polychromic"])
+            lists["matches"][f"{domain}-{method}"] = {
+                "domain": domain, "method": method,
+                "reference": f"../../selection/arms/{arm}/metrics/{domain}/"
+                             f"seed{chosen['seed']}.json"}
+            for seed in params["seeds"]:
+                adapter = f"models/{method}/seed{seed}"
+                if seed == chosen["seed"]:
+                    adapter = f"../../selection/arms/{arm}/models/{domain}/seed{seed}"
+                else:
+                    lists["trainings"][f"{domain}-{method}-{seed}"] = {
+                        "domain": domain, "method": method, "seed": seed}
+                lists["trained"][f"{domain}-{method}-{seed}"] = {
+                    "domain": domain, "system": method, "seed": seed, "adapter": adapter}
+                lists["matched"][f"{domain}-{matched}-{seed}"] = {
+                    "domain": domain, "system": matched, "seed": seed,
+                    "adapter": f"{protocol}/models/{domain}/baseline/seed{seed}",
+                    "temperature": f"../metrics/{domain}/matched_{method}.json"}
+        params["systems"] = systems
+        try:
+            check_all(params)
+        except UserError as err:
+            raise UserError(f"{spec_path}: {domain}: {err}") from None
+        for system in systems:
+            for seed in params["seeds"]:
+                lists["evaluated"][f"{domain}-{system}-{seed}"] = {
+                    "domain": domain, "system": system, "seed": seed}
+        for reference, (matched, against) in comparisons.items():
+            lists["comparisons"][f"{domain}-{reference}"] = {
+                "domain": domain, "reference": reference, "matched": matched,
+                "against": ",".join(against)}
+        seed = params["frontier"]["seed"]
+        if seed not in params["seeds"]:
+            raise UserError(f"{spec_path}: frontier.seed {seed} is not among the seeds "
+                            f"{params['seeds']} (the frontiers read that seed's adapters)")
+        for system in params["methods"]:
+            lists["frontier_trained"][f"{domain}-{system}"] = {
+                **lists["trained"][f"{domain}-{system}-{seed}"]}
+        files[folder / domain / "params.yaml"] = dump(
+            params, name, f"../../../params.yaml, ../../protocol/protocol.yaml, {name}.yaml's "
+            "common and the selection study's choice")
+    files[folder / "params.yaml"] = dump(
+        {"domains": shared.get("domains") or [], "prompting": shared["prompting"],
+         "seeds": shared["seeds"], "frontier": shared["frontier"], **lists}, name,
+        f"{name}.yaml and the selection study's choices (what dvc.yaml runs over; each "
+        "domain's params are in <domain>/params.yaml)")
+    return files
+
+
+def dotted_get(params: dict[str, Any], key: str) -> Any:
+    value: Any = params
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+ARMS_STUDIES = {"sweep": sweep_files, "selection": selection_files,
+                "confirmation": confirmation_files}
 """Each arms study's params writer, by the study's name (`polychromic study <name>`)."""

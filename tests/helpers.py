@@ -50,9 +50,9 @@ def assert_one_line_error(result, expected: str) -> None:
     assert expected in lines[0]
 
 
-def sh(cwd: Path, *cmd: str, timeout: int = 600) -> str:
+def sh(cwd: Path, *cmd: str, timeout: int = 600, check: bool = True) -> str:
     """Run a command (git, dvc) in `cwd` outside this process's DVC and MLflow settings; it
-    must succeed. Its stdout."""
+    must succeed (`check`; else its stdout and stderr, for a refusal). Its stdout."""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t",
            "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com"}
@@ -61,6 +61,9 @@ def sh(cwd: Path, *cmd: str, timeout: int = 600) -> str:
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
                             timeout=timeout)
     tail = f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    if not check:
+        assert result.returncode != 0, f"{' '.join(cmd)} succeeded:\n{tail}"
+        return result.stdout + result.stderr
     assert result.returncode == 0, f"{' '.join(cmd)}:\n{tail}"
     return result.stdout
 
@@ -563,3 +566,28 @@ def traced_repro(repo: Path, trace: Path) -> None:
             os.environ[TRACE_ENV] = previous
     undeclared = undeclared_params(repo, trace)
     assert not undeclared, undeclared
+
+
+def selection_outputs(root, choices: dict, arm_changes: dict | None = None) -> None:
+    """What the selection study leaves (params, the chosen arms' params, selection.json)
+    for `choices` (domain -> arm or None); each arm's params as the study writes them."""
+    import json
+
+    from polychromic.studies import selection_files
+
+    folder = root / "studies/selection"
+    folder.mkdir(parents=True, exist_ok=True)
+    arms = {"lora": {"method": "baseline"},
+            "qd-1": {"method": "quality_diversity", "quality_diversity": {"weight": 1.0}},
+            "pk-1": {"method": "passk", "domains": ["code", "qa"], "passk": {"weight": 1.0}}}
+    for arm, changes in (arm_changes or {}).items():
+        arms[arm] = {**arms[arm], **changes}
+    (folder / "selection.yaml").write_text(yaml.safe_dump(
+        {"common": {"seeds": [42]}, "arms": arms}, sort_keys=False))
+    for path, text in selection_files(root).items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    for domain, arm in choices.items():
+        (folder / "metrics" / domain).mkdir(parents=True, exist_ok=True)
+        (folder / "metrics" / domain / "selection.json").write_text(json.dumps(
+            {"domain": domain, "split": "val", "chosen": arm}))

@@ -1,7 +1,8 @@
-"""Write an arms study's params (studies/<name>), or check them.
+"""Write a study's params (studies/<name>), or check them.
 
     polychromic study sweep            studies/sweep/params.yaml and arms/<arm>/params.yaml
     polychromic study selection        the same for the objectives' selection on val
+    polychromic study confirmation     studies/confirmation/params.yaml, <domain>/params.yaml
     polychromic study NAME --check     are they params.yaml with <name>.yaml laid over?
     dvc repro studies/<name>/dvc.yaml
 
@@ -10,8 +11,9 @@ over params.yaml for every arm, then the arm's own keys), each arm in its own fo
 its own params.yaml. `sweep` (docs/experiments.md): polychromic at each arm's settings on
 dev against the default run's LoRA and prompted systems, Table 2 and Figure 2. `selection`
 (docs/objectives.md): each arm names its method (and domains); scored on val, and the rule
-chooses each domain's objective. Every number they draw is in git and reproducible from a
-clone: no experiment refs.
+chooses each domain's objective. `confirmation` (docs/protocol.md): the one run on the
+sealed split, per domain the protocol's systems and the objective the selection chose.
+Every number they draw is in git and reproducible from a clone: no experiment refs.
 """
 
 from __future__ import annotations
@@ -49,13 +51,13 @@ def main(argv: list[str] | None = None) -> None:
                   file=sys.stderr)
         if stale or left:
             sys.exit(1)
-        print(f"{STUDIES / args.name}: {len(files) - 1} arms' params as written")
+        print(f"{STUDIES / args.name}: {len(files)} params files as written")
         return
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
-    print(f"{STUDIES / args.name}: params.yaml and {len(files) - 1} arms' params.yaml written")
+    print(f"{STUDIES / args.name}: {len(files)} params files written")
     for path in left:
         print(f"{path.parent}: an arm {spec.name} no longer has (not removed)", file=sys.stderr)
 

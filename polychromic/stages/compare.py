@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -372,23 +372,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scores", required=True, nargs="+", type=Path,
                         help="directory of per-prompt scores: <system>/seed<S>.jsonl; with "
                         "several, each system's from the first that holds it")
-    parser.add_argument("--judge", required=True, help="the judge stage's metrics JSON")
+    parser.add_argument("--judge", help="the judge stage's metrics JSON (none: the judge's "
+                        "criterion is not measured)")
+    parser.add_argument("--reference", help="the system under test, instead of "
+                        "compare.reference (a study with two per domain: studies/confirmation)")
+    parser.add_argument("--matched", help="instead of compare.matched_system")
+    parser.add_argument("--against", help="comma-separated, instead of compare.against")
     parser.add_argument("--out", required=True, help="comparison JSON to write (everything)")
     parser.add_argument("--summary", required=True,
                         help="headline metrics JSON to write (for dvc metrics show/diff)")
     args = parser.parse_args(argv)
     params = read_params()
+    overrides = {key: value for key, value in (
+        ("reference", args.reference), ("matched_system", args.matched),
+        ("against", args.against.split(",") if args.against else None)) if value is not None}
     config = load_section(CompareConfig, params, "compare")
+    if overrides:
+        config = replace(config, **overrides)
+        config.check("compare")
     seeds, systems = listed(params, "seeds"), listed(params, "systems")
     ks = load_section(EvaluateConfig, params, "evaluate", only=("ks",)).ks
     domain = domain_class(args.domain)
     table = metric_table(domain.quality_metrics, domain.domain_metrics, ks)
     primary = primary_hypotheses(params, args.domain, table)
-    try:
-        judge = json.loads(Path(args.judge).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"{args.judge}: cannot read the judge's metrics ({err})") from None
-    judge = judge if judge.get("enabled") else None
+    judge = None
+    if args.judge is not None:
+        try:
+            judge = json.loads(Path(args.judge).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise UserError(f"{args.judge}: cannot read the judge's metrics ({err})") from None
+        judge = judge if judge.get("enabled") else None
     result = {"domain": args.domain,
               "precision": precisions(args.scores, systems, seeds),
               **compare_domain(args.scores, systems, seeds, table, judge, config,

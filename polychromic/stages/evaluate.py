@@ -39,8 +39,9 @@ from polychromic.config import UserError, load_section, read_params, require, ru
 from polychromic.domains import RECORD_FIELDS, Checker, Domain, Record, load_domain
 from polychromic.embedding import model_directory, shared_embedder
 from polychromic.io import read_jsonl, write_json, write_jsonl
+from polychromic.protocol import SPLITS_ANSWERED, split_path
 from polychromic.runtime import runtime_config
-from polychromic.settings import EvaluateConfig, listed
+from polychromic.settings import EvaluateConfig, listed, matched_systems, system_method
 
 GENERATION_FIELDS = {"id": str, "prompt": str, "references": list, "samples": list,
                      "reference_nll": list, "reference_tokens": list, "precision": str}
@@ -154,8 +155,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="generations JSONL (or a folder of them)")
     parser.add_argument("--data", required=True, help="the domain's prepared splits directory "
                         "(the checker's records; val calibrates the replies checker)")
-    parser.add_argument("--split", default="dev", choices=("dev", "val"),
+    parser.add_argument("--split", default="dev", choices=SPLITS_ANSWERED,
                         help="the split the generations answer")
+    parser.add_argument("--unsealed", help="the confirmation records (stage unseal's file)")
     parser.add_argument("--metrics", required=True, help="metrics JSON to write (a folder for "
                         "a folder of generations)")
     parser.add_argument("--scores", required=True, help="per-prompt scores JSONL to write (a "
@@ -164,13 +166,14 @@ def main(argv: list[str] | None = None) -> None:
     params = read_params()
     config = load_section(EvaluateConfig, params, "evaluate")
     methods = listed(params, "methods")
-    # <method>_matched: a method sampled at the temperature matched to another's diversity
-    known = listed(params, "prompting") + methods + [f"{m}_matched" for m in methods]
+    # <method>_matched: a method sampled at the temperature matched to the reference's
+    # diversity; <method>_matched_<other>: matched to another method's (studies/confirmation)
+    known = listed(params, "prompting") + methods + matched_systems(methods)
     require(args.system in known, "systems", f"names unknown system {args.system!r} "
-            f"(known: the 'prompting' and 'methods' lists, and <method>_matched: "
-            f"{', '.join(known)})")
+            f"(known: the 'prompting' and 'methods' lists, <method>_matched and "
+            f"<method>_matched_<method>: {', '.join(known)})")
     domain = load_domain(args.domain, params)
-    records = {r["id"]: r for r in read_jsonl(Path(args.data, f"{args.split}.jsonl"),
+    records = {r["id"]: r for r in read_jsonl(split_path(args.data, args.split, args.unsealed),
                                               RECORD_FIELDS)}
     generations = Path(args.generations)
     if generations.is_dir():
@@ -196,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
                                         "evaluate.independent_model", device)
     bertscore_dir = (model_directory(config.bertscore_model, "evaluate.bertscore_model")
                      if "bertscore_f1" in domain.quality_metrics else None)
-    trained = args.system.removesuffix("_matched") in methods
+    trained = system_method(args.system) in methods
     results = []
     with domain.checker(val) as checker:  # built (and calibrated) once for every file
         scored = [evaluate(rows, records, domain, checker, config, embed, bertscore_dir,

@@ -10,9 +10,10 @@ diversity metric, the reward's own semantic diversity, pass@1 and pass@10, each 
 percentile bootstrap 95% CI over prompts.
 
 Figure 3 (plots/<domain>/figure3.png, and figure3.csv): pass@1, and pass@10, against
-diversity, a line per system and knob. frontier.json says, for polychromic at the domain's
-temperature, how far above (or below) LoRA's temperature frontier and scale frontier it
-lies at its diversity, and whether its CI clears the line.
+diversity, a line per system and knob. frontier.json says, for the reference (polychromic;
+`--reference`: another, studies/confirmation) at the domain's temperature, how far above
+(or below) LoRA's temperature frontier and scale frontier it lies at its diversity, and
+whether its CI clears the line.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from pathlib import Path
 from polychromic.config import UserError, load_section, read_params, run_main
 from polychromic.frontier import above_frontier, frontier_points
 from polychromic.io import atomic_path, read_jsonl, write_json
-from polychromic.settings import CompareConfig, PrimaryHypotheses
+from polychromic.settings import CompareConfig, PrimaryHypotheses, system_method
 
 QUALITY = ("pass@1", "pass@10")
-COLOURS = {"zero_shot": "grey", "baseline": "tab:blue", "baseline_matched": "tab:blue",
+COLOURS = {"zero_shot": "grey", "baseline": "tab:blue", "quality_diversity": "tab:green",
+           "set_objective": "tab:purple", "passk": "tab:red",
            "polychromic": "tab:orange"}
 
 
@@ -76,14 +78,15 @@ def figure(points: list[dict], x: str, domain: str) -> bytes:
             ys = [p[y]["mean"] for p in line]
             label = f"{system.replace('baseline', 'LoRA')} ({knob.replace('_', ' ')})"
             ax.plot(xs, ys, "-" if knob == "temperature" else "--", marker="o", markersize=3,
-                    color=COLOURS.get(system, "black"), label=label, linewidth=1)
+                    color=COLOURS.get(system_method(system), "black"), label=label, linewidth=1)
             for p, px, py in zip(line, xs, ys, strict=True):
                 ax.annotate(f"{p['value']:g}", (px, py), textcoords="offset points",
                             xytext=(3, 3), fontsize=6)
         for p in (p for p in points if p["knob"] == "evaluated" and defined(p, x, y)):
             ax.errorbar(p[x]["mean"], p[y]["mean"], xerr=error_bar(p, x), yerr=error_bar(p, y),
-                        fmt="*" if p["system"].endswith("_matched") else "s", markersize=8,
-                        color=COLOURS.get(p["system"], "black"), capsize=2, elinewidth=0.8,
+                        fmt="*" if "_matched" in p["system"] else "s", markersize=8,
+                        color=COLOURS.get(system_method(p["system"]), "black"), capsize=2,
+                        elinewidth=0.8,
                         label=f"{p['system'].replace('baseline', 'LoRA')} (evaluated, "
                               f"T {p['temperature']:g})")
         ax.set(xlabel=f"{x} (diversity no objective sees)", ylabel=y)
@@ -124,12 +127,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="evaluate metrics of the systems as evaluated: <system>/seed<S>.json")
     parser.add_argument("--evaluated-scores", required=True, type=Path)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--split", default="dev", choices=("dev", "confirmation"),
+                        help="the split the points answer (what frontier.json says)")
+    parser.add_argument("--reference", help="the system placed against LoRA's frontiers, "
+                        "instead of compare.reference")
     parser.add_argument("--out", required=True, type=Path, help="frontier.json")
     parser.add_argument("--plots", required=True, type=Path, help="folder for figure3.png/.csv")
     args = parser.parse_args(argv)
     params = read_params()
     x = load_section(PrimaryHypotheses, params, f"{args.domain}.primary").diversity
     config = load_section(CompareConfig, params, "compare")
+    reference_system = args.reference or config.reference
     runs = [load_run(path, args.point_scores / path.relative_to(args.points).with_suffix(
         ".jsonl")) for path in sorted(args.points.glob("*/*/*.json"))]
     for path in sorted(args.evaluated.glob(f"*/seed{args.seed}.json")):
@@ -143,15 +151,15 @@ def main(argv: list[str] | None = None) -> None:
     for point, run in zip(points, runs, strict=True):
         point["temperature"] = run["temperature"]
     reference = next((p for p in points if p["knob"] == "evaluated"
-                      and p["system"] == config.reference), None)
+                      and p["system"] == reference_system), None)
     verdicts = {}
     for knob in ("temperature", "adapter_scale"):
         line = [p for p in points if p["system"] == config.lora_system and p["knob"] == knob]
         if reference is not None and line:
             verdicts[f"{config.lora_system} {knob}"] = {
                 y: above_frontier(reference, line, x, y) for y in QUALITY}
-    write_json(args.out, {"domain": args.domain, "split": "dev", "seed": args.seed,
-                          "diversity": x, "reference": config.reference,
+    write_json(args.out, {"domain": args.domain, "split": args.split, "seed": args.seed,
+                          "diversity": x, "reference": reference_system,
                           "reference_vs_frontier": verdicts, "points": points})
     args.plots.mkdir(parents=True, exist_ok=True)
     for name, content in (("figure3.png", figure(points, x, args.domain)),

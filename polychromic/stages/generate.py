@@ -33,6 +33,7 @@ from polychromic.config import UserError, load_section, read_params, require, ru
 from polychromic.domains import RECORD_FIELDS, Domain, Record, few_shot_examples, load_domain
 from polychromic.io import atomic_path, read_jsonl, write_jsonl
 from polychromic.modeling import load_model, load_tokenizer, prompt_text
+from polychromic.protocol import SPLITS_ANSWERED, split_path
 from polychromic.runtime import launched, relaunch, runtime_config
 from polychromic.sampling import full_attention_only, sample_and_score
 from polychromic.settings import EvaluateConfig, FrontierConfig, GenerateConfig
@@ -157,8 +158,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", required=True, help="base model checkpoint directory")
     parser.add_argument("--adapter", help="LoRA adapter directory (trained methods)")
     parser.add_argument("--data", required=True, help="the domain's prepared splits directory")
-    parser.add_argument("--split", default="dev", choices=("dev", "val"),
-                        help="prompts to answer (val: for choosing settings)")
+    parser.add_argument("--split", default="dev", choices=SPLITS_ANSWERED,
+                        help="prompts to answer (val: for choosing settings; confirmation: "
+                        "the unsealed records, --unsealed)")
+    parser.add_argument("--unsealed", help="the confirmation records (stage unseal's file)")
     parser.add_argument("--seed", type=int, required=True,
                         help="sampling seed (one of params.yaml's seeds; reseeded per batch) and "
                         "few-shot example draw")
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.system == "few_shot":
         pool = read_jsonl(Path(args.data, "fewshot.jsonl"), RECORD_FIELDS)
         examples = few_shot_examples(pool, config.few_shot_examples, args.seed)
-    records = read_jsonl(Path(args.data, f"{args.split}.jsonl"), RECORD_FIELDS)
+    records = read_jsonl(split_path(args.data, args.split, args.unsealed), RECORD_FIELDS)
     records = records[:domain.sampling.prompts]
     tokenizer = load_tokenizer(args.base)
     tokenizer.padding_side = "left"  # generation continues from the right edge

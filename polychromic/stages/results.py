@@ -5,7 +5,9 @@ pre-registered primary hypotheses with the verdict, then the report stage's Tabl
 primary analysis and verdict. Generated, never typed, so that it cannot drift from
 `dvc.lock`; the README's short tables come from the same rendering (`polychromic readme`).
 With --protocol-plots: the protocol run's page (studies/protocol/dvc.yaml), per domain the
-matched temperature, the primary family, Figure 3's verdicts and the power plan.
+matched temperature, the primary family, Figure 3's verdicts and the power plan. With
+--confirmation-plots: the confirmation run's page (studies/confirmation/dvc.yaml), per domain
+and reference the matched temperature, the primary family, Figure 3's verdicts and Table 1.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from polychromic.config import read_params, run_main
+from polychromic.config import UserError, read_params, run_main
 from polychromic.io import atomic_path
-from polychromic.results import protocol_page, tables_page
+from polychromic.results import confirmation_page, protocol_page, tables_page
 from polychromic.settings import listed
 
 
@@ -27,10 +29,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--protocol-plots",
                         help="the protocol run's page instead (docs/protocol-results.md): its "
                         "plots folder as the page links it")
+    parser.add_argument("--confirmation-plots",
+                        help="the confirmation run's page instead (docs/confirmation-results.md; "
+                        "--metrics: the study's folder): that folder as the page links it")
     args = parser.parse_args(argv)
     domains = listed(read_params(), "domains")
-    page = (protocol_page(domains, Path(args.metrics), args.protocol_plots)
-            if args.protocol_plots else tables_page(domains, Path(args.metrics)))
+    if args.protocol_plots and args.confirmation_plots:
+        raise UserError("--protocol-plots, --confirmation-plots: one page at a time")
+    if args.confirmation_plots:
+        page = confirmation_page(domains, Path(args.metrics), args.confirmation_plots)
+    elif args.protocol_plots:
+        page = protocol_page(domains, Path(args.metrics), args.protocol_plots)
+    else:
+        page = tables_page(domains, Path(args.metrics))
     with atomic_path(args.out) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
     print(f"results of {', '.join(domains)} -> {args.out}")

@@ -1,6 +1,7 @@
-"""The studies' end-to-end tests (protocol, sweep, selection) start from one tiny qa root
-pipeline, reproduced once per test session and copied by each test: its outputs are the
-same for all of them, and reproducing it once per study cost minutes of the suite."""
+"""The studies' end-to-end tests (protocol, sweep, selection and confirmation) start from one
+tiny qa root pipeline, reproduced once per test session and copied by each test: its
+outputs are the same for all of them, and reproducing it once per study cost minutes of the
+suite."""
 
 from __future__ import annotations
 

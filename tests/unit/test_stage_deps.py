@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import REPO, interpolate, matrix_items
+from tests.helpers import REPO, interpolate, matrix_items, selection_outputs
 
 PACKAGE = REPO / "polychromic"
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
@@ -25,17 +25,42 @@ PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 STUDY_ROOTS = {"root": "<root>", "top": "<root>"}
 
 
-def study(name: str) -> tuple[dict, dict, dict]:
+def study(name: str, params: dict | None = None) -> tuple[dict, dict, dict]:
     folder = REPO / "studies" / name
     stages = yaml.safe_load((folder / "dvc.yaml").read_text())["stages"]
     # a foreach stage: its `do` body, with the foreach kept for matrix_items
     stages = {n: {**s["do"], "foreach": s["foreach"]} if "foreach" in s else s
               for n, s in stages.items()}
-    return stages, yaml.safe_load((folder / "params.yaml").read_text()), STUDY_ROOTS
+    if params is None:
+        params = yaml.safe_load((folder / "params.yaml").read_text())
+    return stages, params, STUDY_ROOTS
+
+
+def confirmation_params() -> dict:
+    """The confirmation run's params.yaml: as committed once the selection has chosen (before,
+    it runs no stage), or else as written for a selection that chose in every domain."""
+    import shutil
+    import tempfile
+
+    from polychromic.studies import STUDIES, confirmation_files
+
+    committed = yaml.safe_load((REPO / STUDIES / "confirmation/params.yaml").read_text())
+    if committed["domains"]:
+        return committed
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for name in ("params.yaml", "studies/protocol/protocol.yaml",
+                     "studies/confirmation/confirmation.yaml"):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / name, root / name)
+        selection_outputs(root, {"replies": "qd-1", "code": "pk-1", "qa": "pk-1"})
+        files = confirmation_files(root)
+    return yaml.safe_load(files[STUDIES / "confirmation/params.yaml"])
 
 
 PIPELINES = {"root": (STAGES, PARAMS, {}), "protocol": study("protocol"), "sweep": study("sweep"),
-             "selection": study("selection")}
+             "selection": study("selection"),
+             "confirmation": study("confirmation", confirmation_params())}
 STAGE_MODULES = {p.stem for p in (PACKAGE / "stages").glob("*.py") if p.stem != "__init__"}
 COMMAND_MODULES = {p.stem for p in (PACKAGE / "commands").glob("*.py") if p.stem != "__init__"}
 LAYERED = {PACKAGE / "stages" / f"{m}.py" for m in STAGE_MODULES} | {
