@@ -54,8 +54,8 @@ def primary_table(comparison: dict) -> str:
     return md_table(header, rows, "ll" + "r" * 7)
 
 
-def domain_block(domain: str, comparison: dict, split: str = "dev") -> str:
-    seeds = comparison["seeds"]
+def domain_block(domain: str, comparison: dict) -> str:
+    seeds, split = comparison["seeds"], comparison.get("split", "dev")
     return (f"**{domain}** ({comparison['n_prompts']} {split} prompts, {len(seeds)} seed"
             f"{'s' * (len(seeds) != 1)}): {verdict_words(comparison)}\n\n"
             + primary_table(comparison))
@@ -219,7 +219,7 @@ def confirmation_page(domains: list[str], study: Path, plots: str) -> str:
                 raise UserError(f"{table1}: cannot read the report ({err})") from None
             parts.append(
                 f"### {reference}\n\n{matched_line(matched, reference, system)}\n\n"
-                f"{domain_block(domain, comparison, 'confirmation')}\n\n"
+                f"{domain_block(domain, comparison)}\n\n"
                 f"Figure 3 on confirmation (seed {frontier['seed']}), diversity axis "
                 f"{frontier['diversity']}:\n\n"
                 f"![Figure 3, {domain}, {reference}]({plots}/{domain}/frontier/"

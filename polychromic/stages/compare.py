@@ -378,6 +378,8 @@ def main(argv: list[str] | None = None) -> None:
                         "compare.reference (a study with two per domain: studies/confirmation)")
     parser.add_argument("--matched", help="instead of compare.matched_system")
     parser.add_argument("--against", help="comma-separated, instead of compare.against")
+    parser.add_argument("--split", default="dev", choices=("dev", "confirmation"),
+                        help="the split the scores answer (what the comparison says)")
     parser.add_argument("--out", required=True, help="comparison JSON to write (everything)")
     parser.add_argument("--summary", required=True,
                         help="headline metrics JSON to write (for dvc metrics show/diff)")
@@ -402,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
         except (OSError, json.JSONDecodeError) as err:
             raise UserError(f"{args.judge}: cannot read the judge's metrics ({err})") from None
         judge = judge if judge.get("enabled") else None
-    result = {"domain": args.domain,
+    result = {"domain": args.domain, "split": args.split,
               "precision": precisions(args.scores, systems, seeds),
               **compare_domain(args.scores, systems, seeds, table, judge, config,
                                primary)}

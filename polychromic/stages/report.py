@@ -72,7 +72,8 @@ def footnote(comparison: dict) -> str:
     # every test is one-sided towards "reference better" (lower for the ↓ columns)
     sided = f" (one-sided: {comparison['reference']} better)"
     seeds = comparison.get("seeds") or []
-    return (f"Mean over {comparison.get('n_prompts', '?')} dev prompts of each prompt's value "
+    return (f"Mean over {comparison.get('n_prompts', '?')} {comparison.get('split', 'dev')} "
+            "prompts of each prompt's value "
             f"averaged over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); 95% bootstrap "
             f"CI over prompts in brackets; {DASH}: undefined. Bold: best per column; ↓: lower "
             f"is better. * p < 0.05, ** p < 0.01: {comparison['reference']} vs that system, "
