@@ -14,6 +14,7 @@ import yaml
 
 from polychromic.config import UserError, read_yaml_mapping
 from polychromic.params_check import check_all
+from polychromic.tracking import declared
 
 STUDIES = Path("studies")
 ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -225,8 +226,9 @@ def confirmation_files(root: Path = Path(), name: str = "confirmation") -> dict[
             method, arm = chosen["method"], chosen["arm"]
             params["methods"] = [*params["methods"], method]
             params[method] = chosen["params"][method]
-            differ = [key for key in (*TRAIN_KEYS, method, *(f"{domain}.{sub}" for sub in TRAINED))
-                      if dotted_get(params, key) != dotted_get(chosen["params"], key)]
+            keys = (*TRAIN_KEYS, method, *(f"{domain}.{sub}" for sub in TRAINED))
+            ours, theirs = declared(params, keys), declared(chosen["params"], keys)
+            differ = [key for key in keys if ours.get(key) != theirs.get(key)]
             if differ:
                 raise UserError(f"{spec_path}: {domain}'s objective was selected with "
                                 f"other {', '.join(differ)} (studies/selection/arms/{arm}: "
@@ -283,13 +285,7 @@ def confirmation_files(root: Path = Path(), name: str = "confirmation") -> dict[
     return files
 
 
-def dotted_get(params: dict[str, Any], key: str) -> Any:
-    value: Any = params
-    for part in key.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
 
 ARMS_STUDIES = {"sweep": sweep_files, "selection": selection_files,
                 "confirmation": confirmation_files}
-"""Each arms study's params writer, by the study's name (`polychromic study <name>`)."""
+"""Each study's params writer, by the study's name (`polychromic study <name>`)."""
