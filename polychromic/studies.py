@@ -134,6 +134,7 @@ def selection_files(root: Path = Path(), name: str = "selection") -> dict[Path, 
 
 TRAIN_KEYS = ("runtime", "train")  # with the method and <domain>.<TRAINED>: what train reads
 TRAINED = ("train", "prompt", "sampling", "checker")
+PROTOCOL = "../../protocol"  # the protocol run's folder, from a confirmation domain's folder
 
 
 def selected_arm(root: Path, domain: str) -> dict[str, Any] | None:
@@ -207,21 +208,20 @@ def confirmation_files(root: Path = Path(), name: str = "confirmation") -> dict[
         systems = list(params["systems"])
         comparisons = {"polychromic": ("baseline_matched", list(params["compare"]["against"]))}
         lists["unseal"][domain] = {"domain": domain, "prompts": count}
-        protocol = "../../protocol"
         for seed in params["seeds"]:
             for system in params["methods"]:
                 lists["trained"][f"{domain}-{system}-{seed}"] = {
                     "domain": domain, "system": system, "seed": seed,
-                    "adapter": f"{protocol}/models/{domain}/{system}/seed{seed}"}
+                    "adapter": f"{PROTOCOL}/models/{domain}/{system}/seed{seed}"}
             lists["matched"][f"{domain}-baseline_matched-{seed}"] = {
                 "domain": domain, "system": "baseline_matched", "seed": seed,
-                "adapter": f"{protocol}/models/{domain}/baseline/seed{seed}",
+                "adapter": f"{PROTOCOL}/models/{domain}/baseline/seed{seed}",
                 "temperature": f"../metrics/{domain}/matched_polychromic.json"}
         # the protocol's match, from its val metrics: the same temperature as its
         # matched.json, here beside the selected objective's
         lists["matches"][f"{domain}-polychromic"] = {
             "domain": domain, "method": "polychromic",
-            "reference": f"{protocol}/metrics/val/{domain}/polychromic/evaluated.json"}
+            "reference": f"{PROTOCOL}/metrics/val/{domain}/polychromic/evaluated.json"}
         if chosen is not None:
             method, arm = chosen["method"], chosen["arm"]
             params["methods"] = [*params["methods"], method]
@@ -252,7 +252,7 @@ def confirmation_files(root: Path = Path(), name: str = "confirmation") -> dict[
                     "domain": domain, "system": method, "seed": seed, "adapter": adapter}
                 lists["matched"][f"{domain}-{matched}-{seed}"] = {
                     "domain": domain, "system": matched, "seed": seed,
-                    "adapter": f"{protocol}/models/{domain}/baseline/seed{seed}",
+                    "adapter": f"{PROTOCOL}/models/{domain}/baseline/seed{seed}",
                     "temperature": f"../metrics/{domain}/matched_{method}.json"}
         params["systems"] = systems
         try:
@@ -276,14 +276,13 @@ def confirmation_files(root: Path = Path(), name: str = "confirmation") -> dict[
                 **lists["trained"][f"{domain}-{system}-{seed}"]}
         files[folder / domain / "params.yaml"] = dump(
             params, name, f"../../../params.yaml, ../../protocol/protocol.yaml, {name}.yaml's "
-            "common and the selection study's choice")
+            f"common and per_domain.{domain}, and the selection study's choice")
     files[folder / "params.yaml"] = dump(
         {"domains": shared.get("domains") or [], "prompting": shared["prompting"],
          "seeds": shared["seeds"], "frontier": shared["frontier"], **lists}, name,
         f"{name}.yaml and the selection study's choices (what dvc.yaml runs over; each "
         "domain's params are in <domain>/params.yaml)")
     return files
-
 
 
 ARMS_STUDIES = {"sweep": sweep_files, "selection": selection_files,
